@@ -1,0 +1,80 @@
+"""TENSORS sections: one variable collection, quantized per channel and entropy-coded in a single stream.
+
+Body layout: collection name (varint length + UTF-8) | u32 layout CRC (codec.params.layout_crc) |
+varint tensor count | per tensor, in sorted path order: u8 bits, varint step count, float16 steps,
+entropy model (codec.entropy) | the coded stream (all tensors' symbols, same order) to the end of the body.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from codec import entropy
+from codec.bytesio import ByteReader, ByteWriter, FormatError
+from codec.params import flatten, layout_crc
+from codec.quant import QuantizedTensor
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    """What `nerva info` reports per tensor."""
+
+    path: str
+    shape: tuple[int, ...]
+    bits: int
+    model: "entropy.EntropyModel"
+    side_bytes: int        # steps + entropy model bytes
+    ideal_bits: float      # payload bits under the model in the file (the coder is within ~0.01% of it)
+
+
+def encode_collection(name: str, abstract, quantized: dict[str, QuantizedTensor]) -> bytes:
+    """Body of a TENSORS section for collection `name`; `abstract` gives its paths and shapes."""
+    w = ByteWriter()
+    w.blob(name.encode())
+    w.u32(layout_crc(abstract))
+    paths = [p for p, _ in flatten(abstract)]
+    w.uvarint(len(paths))
+    arrays = []
+    for p in paths:
+        q = quantized[p]
+        model = entropy.fit_model(q.symbols)
+        w.u8(q.bits)
+        w.uvarint(q.steps.size)
+        w.raw(q.steps.astype("<f2").tobytes())
+        w.raw(model.to_bytes())
+        arrays.append((q.symbols.ravel(), model))
+    w.raw(entropy.encode(arrays))
+    return w.getvalue()
+
+
+def collection_name(body: bytes) -> str:
+    return ByteReader(body, "tensors section").blob().decode(errors="replace")
+
+
+def decode_collection(body: bytes, abstract) -> tuple[dict[str, QuantizedTensor], list[TensorInfo]]:
+    """Inverse of `encode_collection`: quantized tensors by path, plus per-tensor info."""
+    r = ByteReader(body, "tensors section")
+    name = r.blob().decode(errors="replace")
+    if r.u32() != layout_crc(abstract):
+        raise FormatError(f"collection {name!r} was written for a different parameter layout "
+                          "(the file and this nerva disagree on the model's structure)")
+    shapes = [(p, tuple(x.shape)) for p, x in flatten(abstract)]
+    if r.uvarint() != len(shapes):
+        raise FormatError(f"collection {name!r} has the wrong number of tensors")
+    metas = []
+    for p, shape in shapes:
+        start = r.pos
+        bits, n_steps = r.u8(), r.uvarint()
+        steps = np.frombuffer(r.raw(2 * n_steps), "<f2").astype(np.float16)
+        model = entropy.EntropyModel.from_reader(r)
+        metas.append((p, shape, bits, steps, model, r.pos - start))
+    symbols = entropy.decode(r.raw(r.remaining()), [(math.prod(m[1]), m[4]) for m in metas])
+    out, infos = {}, []
+    for (p, shape, bits, steps, model, side), sym in zip(metas, symbols):
+        sym = np.asarray(sym, np.int32).reshape(shape)
+        out[p] = QuantizedTensor(sym, steps, bits)
+        infos.append(TensorInfo(p, shape, bits, model, side, entropy.ideal_bits(sym, model)))
+    return out, infos

@@ -1,0 +1,160 @@
+"""The `nerva` command: argument parsing and dispatch; each subcommand's work lives in its own package.
+
+Handlers are imported lazily so that `nerva decode`, `info` and `play` never import optax or orbax.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from inr.errors import ConfigError, NervaError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad option as one line and exit status 2."""
+
+    def error(self, message: str):
+        raise ConfigError(message)
+
+
+def parse_size(text: str) -> int:
+    """'0.2M' -> 200000, '150k' -> 150000, '3000' -> 3000 (parameters)."""
+    scale = {"k": 1e3, "m": 1e6}.get(text[-1:].lower(), 1)
+    try:
+        n = int(float(text[:-1] if scale != 1 else text) * scale)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 0.2M or 150k)") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
+    return n
+
+
+def parse_range(text: str) -> tuple[int, int | None]:
+    """'A:B' -> (A, B); 'A:' -> (A, None); ':B' -> (0, B)."""
+    a, sep, b = text.partition(":")
+    try:
+        start, stop = int(a or 0), (int(b) if b else None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a frame range: {text!r} (use A:B)") from None
+    if not sep or start < 0 or (stop is not None and stop <= start):
+        raise argparse.ArgumentTypeError(f"not a frame range: {text!r} (use A:B with 0 <= A < B)")
+    return start, stop
+
+
+def parse_wh(text: str) -> tuple[int, int]:
+    """'320x180' -> (H=180, W=320)."""
+    w, _, h = text.lower().partition("x")
+    try:
+        hw = int(h), int(w)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a frame size: {text!r} (use WxH, e.g. 320x180)") from None
+    if min(hw) < 1:
+        raise argparse.ArgumentTypeError(f"frame size must be positive: {text!r}")
+    return hw
+
+
+def _fraction(text: str) -> float:
+    v = float(text)
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1): {text}")
+    return v
+
+
+def _bits(text: str) -> int:
+    v = int(text)
+    if not 1 <= v <= 16:
+        raise argparse.ArgumentTypeError(f"bits must lie in 1..16: {text}")
+    return v
+
+
+def _positive(kind):
+    def parse(text: str):
+        v = kind(text)
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive: {text}")
+        return v
+    return parse
+
+
+def add_fit_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by `fit` and `demo`."""
+    p.add_argument("--model", default="hnerv", help="model family (nerv, hnerv, ...)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--size", type=parse_size, help="parameter budget, e.g. 0.2M or 150k")
+    size.add_argument("--bpp", type=_positive(float), help="target bits per pixel (sets the size)")
+    p.add_argument("--epochs", type=_positive(float), help="fitting epochs (default: preset)")
+    p.add_argument("--bits", type=_bits, default=8, help="quantization bits of weights (default 8)")
+    p.add_argument("--embed-bits", type=_bits, help="quantization bits of latents (default: --bits)")
+    p.add_argument("--prune", type=_fraction, default=0.0, help="global sparsity, e.g. 0.2 (default 0)")
+    p.add_argument("--lr", type=_positive(float), help="peak learning rate (default: preset)")
+    p.add_argument("--batch", type=_positive(int), default=2, help="frames per step (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="the run's one random seed (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="also print the summary as one JSON line")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="nerva", description="Compress videos as neural networks.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("fit", help="fit a model to a video and write a .nerva file")
+    p.add_argument("input", help="video file (mp4, mkv, y4m, ...) or a folder of PNG frames")
+    p.add_argument("-o", "--output", required=True, help="output .nerva file")
+    p.add_argument("--frames", type=parse_range, help="frame range A:B of the input")
+    p.add_argument("--resize", type=parse_wh, help="resize frames to WxH before fitting")
+    add_fit_options(p)
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT's checkpoint")
+    p.add_argument("--checkpoint-every", type=_positive(int), default=500, help="steps between checkpoints")
+
+    p = sub.add_parser("decode", help="decode a .nerva file to video frames")
+    p.add_argument("file", help=".nerva file")
+    p.add_argument("-o", "--output", required=True,
+                   help="out.mp4 / out.mkv (lossless) / out.y4m / a folder/ of PNG frames (lossless)")
+    p.add_argument("--frames", type=parse_range, help="frame range A:B to decode")
+    p.add_argument("--lossless", action="store_true", help="lossless mp4 (libx264rgb, qp 0)")
+    p.add_argument("--batch", type=_positive(int), default=8, help="frames per forward pass")
+
+    p = sub.add_parser("info", help="describe a .nerva file: config, sections, bytes, bpp")
+    p.add_argument("file", help=".nerva file")
+    p.add_argument("--tensors", action="store_true", help="also list every tensor")
+
+    p = sub.add_parser("demo", help="fit-and-compress the bundled carphone clip, decode and report")
+    p.add_argument("-o", "--output-dir", default="nerva-demo", help="where to write the results")
+    add_fit_options(p)
+    return parser
+
+
+def _handler(command: str):
+    if command in ("decode", "info"):
+        from codec import cli as codec_cli
+        return getattr(codec_cli, f"cmd_{command}")
+    from train import cli as train_cli
+    return getattr(train_cli, f"cmd_{command}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs one subcommand; returns the exit status (0 ok, 1 failed, 2 bad usage, 130 interrupted)."""
+    try:
+        args = build_parser().parse_args(argv)
+        return _handler(args.command)(args) or 0
+    except ConfigError as e:
+        print(f"nerva: error: {e}", file=sys.stderr)
+        return 2
+    except NervaError as e:
+        print(f"nerva: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("nerva: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:   # a bug, not bad input: still one line unless asked for the traceback
+        if os.environ.get("NERVA_DEBUG"):
+            raise
+        print(f"nerva: internal error: {type(e).__name__}: {e} (set NERVA_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,13 @@
+"""User-facing error types: one line of text that names the problem, no traceback."""
+
+
+class NervaError(Exception):
+    """Base class of every error the CLI reports as a one-line message and a non-zero exit."""
+
+
+class VideoError(NervaError):
+    """A video could not be found, read, or written (missing file, unreadable stream, zero frames)."""
+
+
+class ConfigError(NervaError):
+    """A configuration or command-line option is invalid (unknown key, bad value, impossible size)."""

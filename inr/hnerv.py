@@ -1,0 +1,202 @@
+"""HNeRV (Chen et al., CVPR 2023): a ConvNeXt encoder makes a tiny per-frame embedding; the decoder upsamples it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from inr import sizing
+from inr.config import ConfigBase, Geometry
+from inr.grid import divisor_grid, plan_strides
+from inr.layers import Conv, UpBlock, gelu, output_head
+from inr.registry import ModelSpec, register
+
+BASE_CELLS = 12          # HNeRV's decoder starts from a small grid (bunny 640×1280: 2×4)
+PIXELS_PER_CELL = 50_000  # embedding grid density: bunny 720p gets 2×4 cells of 16 values, as in the paper
+LOWER_WIDTH = 12         # --lower_width
+REDUCE = 1.2             # --reduce: each stage has round(C_in / 1.2) channels
+
+
+@dataclasses.dataclass(frozen=True)
+class HNeRVConfig(ConfigBase):
+    """HNeRV decoder + encode-time encoder. Presets: `for_size(geometry, n_params)`; `tiny()` for tests.
+
+    The stored embedding of frame t is (embed_h, embed_w, embed_channels); the decoder's 1×1 stem maps
+    each embedding cell to a (base_h/embed_h)×(base_w/embed_w) block of stem_channels features.
+    """
+
+    geometry: Geometry
+    strides: tuple[int, ...]        # decoder upsampling per stage (the encoder downsamples by the same)
+    base_h: int                     # decoder base grid rows (padded frame height / prod(strides))
+    base_w: int                     # decoder base grid columns
+    embed_h: int                    # embedding grid rows, divides base_h
+    embed_w: int                    # embedding grid columns, divides base_w
+    embed_channels: int             # channels per embedding cell (HNeRV: 16)
+    stem_channels: int              # C1: channels of the base grid after the 1×1 stem
+    channels: tuple[int, ...]       # output channels of each upsampling stage
+    kernels: tuple[int, ...]        # kernel of each stage: 1, 3, 5, 5, ... (--ks 0_1_5)
+    enc_strides: tuple[int, ...]    # encoder downsampling per stage; product = prod(strides)
+    enc_dim: int = 32               # ConvNeXt encoder width (encode time only, not stored; HNeRV: 64)
+    act: str = "gelu"               # exact erf GELU, as PyTorch's nn.GELU
+
+    def __post_init__(self):
+        if not len(self.channels) == len(self.strides) == len(self.kernels):
+            raise ValueError("channels, strides and kernels need one entry per stage")
+        if self.base_h % self.embed_h or self.base_w % self.embed_w:
+            raise ValueError("the embedding grid must divide the base grid")
+        if _prod(self.enc_strides) != _prod(self.strides):
+            raise ValueError("encoder and decoder strides must have the same product")
+
+    @classmethod
+    def for_size(cls, geometry: Geometry, n_params: int) -> "HNeRVConfig":
+        """Widest C1 whose decoder + all embeddings fit `n_params` (the reference counts embeddings too)."""
+        return sizing.solve_width(lambda w: cls.with_width(geometry, w), n_params, count_params)
+
+    @classmethod
+    def with_width(cls, geometry: Geometry, width: int, embed_channels: int = 16) -> "HNeRVConfig":
+        plan = plan_strides(geometry.height, geometry.width, BASE_CELLS, min_stages=3)
+        cells = max(1, round(geometry.height * geometry.width / PIXELS_PER_CELL))
+        eh, ew = divisor_grid(plan.base_h, plan.base_w, cells)
+        chans, kernels = [], []
+        c_in = width
+        for i, _ in enumerate(plan.strides):
+            c_in = max(round(c_in / REDUCE), min(LOWER_WIDTH, width))
+            chans.append(c_in)
+            kernels.append(min(1 + 2 * i, 5))
+        return cls(geometry, plan.strides, plan.base_h, plan.base_w, eh, ew, embed_channels, width,
+                   tuple(chans), tuple(kernels), encoder_strides(plan.strides))
+
+    @classmethod
+    def tiny(cls, geometry: Geometry | None = None) -> "HNeRVConfig":
+        return cls.with_width(geometry or Geometry.of(8, 32, 48), 8, embed_channels=4).replace(enc_dim=8)
+
+    @property
+    def padded_hw(self) -> tuple[int, int]:
+        s = _prod(self.strides)
+        return self.base_h * s, self.base_w * s
+
+
+def _prod(xs) -> int:
+    out = 1
+    for x in xs:
+        out *= x
+    return out
+
+
+def encoder_strides(strides: tuple[int, ...]) -> tuple[int, ...]:
+    """Decoder strides merged pairwise from the first stage on: (3, 2, 2, 2, 2) -> (6, 4, 2).
+
+    HNeRV's encoder mirrors the decoder with 5 ConvNeXt stages. On CPU the full-resolution stages cost
+    more than the whole decoder (XLA:CPU's grouped 7×7 conv gradient is slow: 47 ms per fwd+bwd on
+    (2, 48, 64, 32), more than a dense conv), so the encoder takes fewer, larger steps to the same base
+    grid. Carphone at 150k parameters: 8.4 -> 18.8 training frames/s. The encoder is not stored, so
+    this changes encode time only.
+    """
+    return tuple(_prod(strides[i:i + 2]) for i in range(0, len(strides), 2))
+
+
+class Decoder(nn.Module):
+    config: HNeRVConfig
+
+    @nn.compact
+    def __call__(self, emb: jnp.ndarray) -> jnp.ndarray:
+        """emb (B, embed_h, embed_w, embed_channels) -> frames (B, H, W, 3) in [0, 1]."""
+        c = self.config
+        fh, fw = c.base_h // c.embed_h, c.base_w // c.embed_w
+        x = gelu(Conv(c.stem_channels * fh * fw, 1, name="stem")(emb))
+        b = x.shape[0]
+        x = x.reshape(b, c.embed_h, c.embed_w, fh, fw, c.stem_channels)
+        x = x.transpose(0, 1, 3, 2, 4, 5).reshape(b, c.base_h, c.base_w, c.stem_channels)
+        for i, (ch, s, k) in enumerate(zip(c.channels, c.strides, c.kernels)):
+            x = UpBlock(ch, s, k, c.act, name=f"block{i}")(x)
+        x = output_head(Conv(3, 3, name="head")(x))
+        return x[:, :c.geometry.height, :c.geometry.width, :]
+
+
+class ConvNeXtBlock(nn.Module):
+    """Depthwise 7×7 -> LayerNorm -> Linear 4× -> GELU -> Linear -> layer scale (1e-6) -> residual."""
+
+    dim: int
+
+    @nn.compact
+    def __call__(self, x):
+        init = nn.initializers.truncated_normal(0.02)
+        y = nn.Conv(self.dim, (7, 7), padding="SAME", feature_group_count=self.dim, kernel_init=init)(x)
+        y = nn.LayerNorm(epsilon=1e-6)(y)
+        y = gelu(nn.Dense(4 * self.dim, kernel_init=init)(y))
+        y = nn.Dense(self.dim, kernel_init=init)(y)
+        gamma = self.param("gamma", nn.initializers.constant(1e-6), (self.dim,))
+        return x + gamma * y
+
+
+class Encoder(nn.Module):
+    """ConvNeXt encoder (encode time only): padded frames -> per-frame embedding grid."""
+
+    config: HNeRVConfig
+
+    @nn.compact
+    def __call__(self, frames: jnp.ndarray) -> jnp.ndarray:
+        """frames (B, H, W, 3) in [0, 1] -> (B, embed_h, embed_w, embed_channels)."""
+        c = self.config
+        ph, pw = c.padded_hw
+        x = jnp.pad(frames, ((0, 0), (0, ph - frames.shape[1]), (0, pw - frames.shape[2]), (0, 0)),
+                    mode="edge")
+        init = nn.initializers.truncated_normal(0.02)
+        n = len(c.enc_strides)
+        for i, s in enumerate(c.enc_strides):
+            dim = c.embed_channels if i == n - 1 else c.enc_dim
+            if i > 0:
+                x = nn.LayerNorm(epsilon=1e-6)(x)
+            x = nn.Conv(dim, (s, s), strides=(s, s), padding="VALID", kernel_init=init)(x)
+            if i == 0:
+                x = nn.LayerNorm(epsilon=1e-6)(x)
+            x = ConvNeXtBlock(dim)(x)
+        fh, fw = c.base_h // c.embed_h, c.base_w // c.embed_w
+        b = x.shape[0]
+        # Average the base grid down to the embedding grid (the identity when they are equal).
+        x = x.reshape(b, c.embed_h, fh, c.embed_w, fw, c.embed_channels)
+        return x.mean(axis=(2, 4))
+
+
+def init(config: HNeRVConfig, key: jax.Array):
+    c = config
+    emb = jnp.zeros((1, c.embed_h, c.embed_w, c.embed_channels), jnp.float32)
+    params = Decoder(c).init(key, emb)["params"]
+    latents = {"embedding": jnp.zeros((c.geometry.frames,) + emb.shape[1:], jnp.float32)}
+    return {"params": params, "latents": latents}
+
+
+def render(config: HNeRVConfig, variables, idx: jnp.ndarray) -> jnp.ndarray:
+    emb = variables["latents"]["embedding"][idx]
+    return Decoder(config).apply({"params": variables["params"]}, emb)
+
+
+def init_aux(config: HNeRVConfig, key: jax.Array):
+    h, w = config.geometry.height, config.geometry.width
+    return Encoder(config).init(key, jnp.zeros((1, h, w, 3), jnp.float32))["params"]
+
+
+def train_render(config: HNeRVConfig, variables, aux, idx, frames):
+    """Encode-time path: the embedding comes from the encoder applied to the batch's own frames."""
+    emb = Encoder(config).apply({"params": aux}, frames)
+    return Decoder(config).apply({"params": variables["params"]}, emb)
+
+
+def finalize(config: HNeRVConfig, variables, aux, frames, batch: int = 16):
+    """Stores the encoder's embedding of every frame; afterwards the encoder is no longer needed."""
+    enc = jax.jit(lambda p, f: Encoder(config).apply({"params": p}, f))
+    embs = [enc(aux, jnp.asarray(frames[i:i + batch])) for i in range(0, frames.shape[0], batch)]
+    return {**variables, "latents": {"embedding": jnp.concatenate(embs, axis=0)}}
+
+
+def count_params(config) -> int:
+    return sizing.count(init, config)
+
+
+SPEC = register(ModelSpec(
+    name="hnerv", model_id=2, config_cls=HNeRVConfig, init=init, render=render,
+    for_size=HNeRVConfig.for_size, init_aux=init_aux, train_render=train_render, finalize=finalize,
+    description="HNeRV: ConvNeXt-encoded per-frame embeddings -> conv/PixelShuffle decoder"))

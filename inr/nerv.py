@@ -1,0 +1,94 @@
+"""NeRV (Chen et al., NeurIPS 2021): frame index -> positional encoding -> MLP stem -> conv+PixelShuffle blocks."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from inr import sizing
+from inr.config import ConfigBase, Geometry
+from inr.grid import plan_strides
+from inr.layers import Conv, Dense, UpBlock, activation, output_head, positional_encoding
+from inr.registry import ModelSpec, register
+
+BASE_CELLS = 150   # NeRV's base grid is ~9×16 cells (bunny); the planner keeps it at most this big
+
+
+@dataclasses.dataclass(frozen=True)
+class NeRVConfig(ConfigBase):
+    """NeRV decoder. Presets: `for_size(geometry, n_params)`; `tiny()` for tests."""
+
+    geometry: Geometry
+    strides: tuple[int, ...]        # per-stage upsampling factors (from inr.grid.plan_strides)
+    base_h: int                     # base grid rows; base_h·prod(strides) >= height (extra rows cropped)
+    base_w: int                     # base grid columns
+    stem_width: int                 # hidden width of the stem MLP (NeRV: 512 or 1024)
+    stem_channels: int              # channels of the stem's base-grid output (NeRV's C1 in fc_hw_dim)
+    channels: tuple[int, ...]       # output channels of each upsampling stage
+    pe_base: float = 1.25           # positional encoding base b: sin/cos(t·b^i·π)
+    pe_levels: int = 40             # positional encoding levels L (2L input features)
+    kernel: int = 3                 # conv kernel of every stage
+    act: str = "gelu"               # activation (NeRV code default; its README bunny runs use swish)
+
+    def __post_init__(self):
+        if len(self.channels) != len(self.strides):
+            raise ValueError("channels and strides need one entry per stage")
+
+    @classmethod
+    def for_size(cls, geometry: Geometry, n_params: int) -> "NeRVConfig":
+        """The widest config (channels halve per stage down to 12) with at most `n_params` parameters."""
+        return sizing.solve_width(lambda w: cls.with_width(geometry, w), n_params, count_params)
+
+    @classmethod
+    def with_width(cls, geometry: Geometry, width: int) -> "NeRVConfig":
+        plan = plan_strides(geometry.height, geometry.width, BASE_CELLS)
+        chans = [width]
+        for _ in plan.strides[1:]:
+            chans.append(max(chans[-1] // 2, min(12, width)))
+        return cls(geometry, plan.strides, plan.base_h, plan.base_w, stem_width=max(16, 2 * width),
+                   stem_channels=width, channels=tuple(chans))
+
+    @classmethod
+    def tiny(cls, geometry: Geometry | None = None) -> "NeRVConfig":
+        return cls.with_width(geometry or Geometry.of(8, 32, 48), 8).replace(pe_levels=8)
+
+
+class NeRV(nn.Module):
+    config: NeRVConfig
+
+    @nn.compact
+    def __call__(self, idx: jnp.ndarray) -> jnp.ndarray:
+        """idx (B,) int frame indices -> (B, H, W, 3) frames in [0, 1]."""
+        c = self.config
+        act = activation(c.act)
+        t = idx.astype(jnp.float32) / c.geometry.frames   # t = idx / T, as in the reference
+        x = positional_encoding(t, c.pe_base, c.pe_levels, interleave=True)
+        x = act(Dense(c.stem_width, name="stem0")(x))
+        # NeRV applies the activation after every stem layer, the last one included.
+        x = act(Dense(c.base_h * c.base_w * c.stem_channels, name="stem1")(x))
+        x = x.reshape(-1, c.base_h, c.base_w, c.stem_channels)
+        for i, (ch, s) in enumerate(zip(c.channels, c.strides)):
+            x = UpBlock(ch, s, c.kernel, c.act, name=f"block{i}")(x)
+        x = output_head(Conv(3, 1, name="head")(x))
+        return x[:, :c.geometry.height, :c.geometry.width, :]
+
+
+def init(config: NeRVConfig, key: jax.Array):
+    return {"params": NeRV(config).init(key, jnp.zeros((1,), jnp.int32))["params"]}
+
+
+def render(config: NeRVConfig, variables, idx: jnp.ndarray) -> jnp.ndarray:
+    return NeRV(config).apply({"params": variables["params"]}, idx)
+
+
+def count_params(config) -> int:
+    return sizing.count(init, config)
+
+
+SPEC = register(ModelSpec(
+    name="nerv", model_id=1, config_cls=NeRVConfig, init=init, render=render,
+    for_size=NeRVConfig.for_size,
+    description="NeRV: positional encoding of t -> MLP -> conv/PixelShuffle blocks (baseline)"))

@@ -1,0 +1,68 @@
+"""Encoding is fitting: frames -> fitted model -> quantized tensors -> .nerva bytes."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from typing import Any
+
+import numpy as np
+
+from codec import api
+from codec.api import QuantPolicy
+from inr import registry
+from inr.config import Geometry
+from inr.errors import ConfigError
+from train.loop import FitResult, fit
+from train.schedule import TrainConfig
+
+# Entropy-coded bits one parameter costs at 8-bit quantization, used only to turn a --bpp target into a
+# model size before fitting. Measured on carphone fits (see bench/fit.py); the file's real size decides.
+BITS_PER_PARAM = {8: 6.0, 7: 5.2, 6: 4.4, 5: 3.6, 4: 2.8}
+
+
+def params_for_bpp(geometry: Geometry, bpp: float, bits: int) -> int:
+    """Parameter budget that should give about `bpp` bits per pixel at `bits`-bit quantization."""
+    per_param = BITS_PER_PARAM.get(bits, 0.75 * bits)
+    return int(bpp * geometry.pixels / per_param)
+
+
+@dataclasses.dataclass
+class Encoded:
+    data: bytes                    # the complete .nerva file
+    config: Any                    # the model config (also in the file's header)
+    quantized: dict                # path -> QuantizedTensor, exactly what the file holds
+    fit: FitResult
+
+
+def run_id(config, train: TrainConfig, policy: QuantPolicy, frames: np.ndarray) -> str:
+    """Identifies a run for resuming: model, schedule, policy and the frames' bytes."""
+    h = hashlib.sha256(json.dumps([registry.spec_of(config).name, config.to_dict(), train.to_dict(),
+                                   dataclasses.asdict(policy)], sort_keys=True).encode())
+    h.update(np.ascontiguousarray(frames).tobytes())
+    return h.hexdigest()[:16]
+
+
+def make_config(model: str, geometry: Geometry, n_params: int | None = None, bpp: float | None = None,
+                bits: int = 8):
+    """The registered model's config for this video, sized by parameter count or by target bpp."""
+    spec = registry.get(model)
+    if (n_params is None) == (bpp is None):
+        raise ConfigError("give exactly one of a model size and a target bpp")
+    if bpp is not None:
+        if bpp <= 0:
+            raise ConfigError(f"--bpp must be positive, got {bpp}")
+        n_params = params_for_bpp(geometry, bpp, bits)
+    return spec.for_size(geometry, n_params)
+
+
+def encode(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, **fit_kwargs) -> Encoded:
+    """Fits and compresses; `fit_kwargs` go to train.loop.fit (progress, checkpointer)."""
+    result = fit(config, frames, train, policy, **fit_kwargs)
+    t = time.perf_counter()
+    quantized = api.quantize_variables(result.variables, policy)
+    data = api.compress(config, quantized)
+    result.seconds += time.perf_counter() - t
+    return Encoded(data, config, quantized, result)

@@ -1,0 +1,233 @@
+"""The one fitting loop: runs a TrainConfig's phases over a video for any registered model family."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from codec.api import QuantPolicy
+from codec.params import first_match, flatten, path_str
+from codec.prune import magnitude_masks
+from codec.quant import fake_quantize
+from inr import registry
+from train.losses import LOSSES
+from train.schedule import Phase, TrainConfig
+
+# Which tensors global magnitude pruning may touch: weight matrices/kernels of the stored decoder,
+# not biases, not the output head, not latents (as NeRV: stem and block weights only).
+PRUNE_RULES = ((r"params/head/.*", False), (r"params/.*kernel", True))
+
+
+def prunable(path: str) -> bool:
+    return first_match(path, PRUNE_RULES, False)
+
+
+@dataclasses.dataclass
+class FitResult:
+    variables: Any                 # float variables after the last phase (what gets quantized)
+    history: list[dict]            # one row per logged interval and per phase end
+    seconds: float                 # wall time of all phases, compilation included
+    train_frames_per_s: float      # frames through forward+backward per second, compile excluded
+    float_psnr: float | None       # PSNR of the float model before quantization-aware fine-tuning
+
+
+@dataclasses.dataclass
+class _State:
+    variables: Any
+    aux: Any
+    opt_state: Any
+    masks: Any
+
+    def tree(self):
+        return {"variables": self.variables, "aux": self.aux, "opt": self.opt_state, "masks": self.masks}
+
+    @classmethod
+    def of(cls, t):
+        return cls(t["variables"], t["aux"], t["opt"], t["masks"])
+
+
+def _optimizer(train: TrainConfig) -> optax.GradientTransformation:
+    return optax.chain(optax.clip_by_global_norm(train.clip_norm),
+                       optax.scale_by_adam(train.beta1, train.beta2))
+
+
+def _lr(phase: Phase, step, n_steps: int):
+    """Linear warmup from 0.1·lr, then cosine to 0 (NeRV/HNeRV's per-iteration schedule)."""
+    warm = max(int(phase.warmup * n_steps), 0)
+    s = jnp.asarray(step, jnp.float32)
+    up = phase.lr * (0.1 + 0.9 * s / max(warm, 1))
+    frac = (s - warm) / max(n_steps - warm, 1)
+    down = phase.lr * 0.5 * (1.0 + jnp.cos(jnp.pi * jnp.clip(frac, 0.0, 1.0)))
+    return jnp.where(s < warm, up, down)
+
+
+def _bits_tree(variables, policy: QuantPolicy):
+    return jax.tree_util.tree_map_with_path(lambda p, _: policy.bits_for(path_str(p)), variables)
+
+
+def _forward_fn(spec: registry.ModelSpec, config, phase: Phase, bits_tree) -> Callable:
+    """(variables, aux, idx, frames) -> predicted frames, as this phase sees them."""
+    use_encoder = phase.use_encoder and spec.init_aux is not None
+
+    def forward(variables, aux, idx, frames):
+        if phase.quantize:
+            variables = jax.tree.map(fake_quantize, variables, bits_tree)
+        if use_encoder:
+            return spec.train_render(config, variables, aux, idx, frames)
+        return spec.render(config, variables, idx)
+    return forward
+
+
+def make_step(spec, config, train: TrainConfig, phase: Phase, n_steps: int, bits_tree, n_frames: int):
+    """The jitted step: (state tree, frames (T,H,W,3) uint8, key, local step) -> (state tree, loss, mse)."""
+    tx = _optimizer(train)
+    forward = _forward_fn(spec, config, phase, bits_tree)
+    loss_fn = LOSSES[train.loss]
+    per_epoch = max(n_frames // train.batch, 1)
+
+    def step(tree, frames, key, s):
+        epoch = s // per_epoch
+        perm = jax.random.permutation(jax.random.fold_in(key, epoch), n_frames)
+        idx = jax.lax.dynamic_slice(perm, ((s % per_epoch) * train.batch,), (train.batch,))
+        target = frames[idx].astype(jnp.float32) / 255.0
+
+        def objective(trainable):
+            pred = forward(trainable["variables"], trainable["aux"], idx, target)
+            return loss_fn(pred, target), jnp.mean((pred - target) ** 2)
+
+        trainable = {"variables": tree["variables"], "aux": tree["aux"]}
+        (loss, mse), grads = jax.value_and_grad(objective, has_aux=True)(trainable)
+        updates, opt = tx.update(grads, tree["opt"], trainable)
+        lr = _lr(phase, s, n_steps)
+        trainable = jax.tree.map(lambda p, u: p - lr * u, trainable, updates)
+        variables = jax.tree.map(lambda p, m: p * m, trainable["variables"], tree["masks"])
+        return {"variables": variables, "aux": trainable["aux"], "opt": opt,
+                "masks": tree["masks"]}, loss, mse
+    return jax.jit(step, donate_argnums=0)
+
+
+def phase_steps(train: TrainConfig, n_frames: int) -> list[int]:
+    per_epoch = max(n_frames // train.batch, 1)
+    return [max(1, math.ceil(p.epochs * per_epoch)) for p in train.phases]
+
+
+def _evaluate(forward, variables, aux, frames: np.ndarray, batch: int = 8) -> float:
+    """Mean per-frame PSNR (dB) of the model as a phase sees it, over every frame."""
+    from codec.metrics import mean_psnr, psnr   # the one PSNR convention
+    fn = jax.jit(lambda v, a, i, f: forward(v, a, i, f))
+    out = []
+    for i in range(0, frames.shape[0], batch):
+        idx = jnp.arange(i, min(i + batch, frames.shape[0]))
+        target = jnp.asarray(frames[i:i + batch], jnp.float32) / 255.0
+        out.append(np.asarray(psnr(target, jnp.clip(fn(variables, aux, idx, target), 0.0, 1.0))))
+    return float(mean_psnr(np.concatenate(out)))
+
+
+def _start_phase(spec, config, train, k: int, state: _State, frames) -> _State:
+    """Phase-start actions: store encoder embeddings after the last encoder phase, prune, new optimizer."""
+    phase = train.phases[k]
+    prev_encoder = k > 0 and train.phases[k - 1].use_encoder
+    variables, masks = state.variables, state.masks
+    if spec.finalize is not None and prev_encoder and not phase.use_encoder:
+        variables = spec.finalize(config, variables, state.aux, frames)
+    if phase.sparsity > 0:
+        masks = magnitude_masks(variables, prunable, phase.sparsity)
+        variables = jax.tree.map(lambda p, m: p * m, variables, masks)
+    opt = _optimizer(train).init({"variables": variables, "aux": state.aux})
+    return _State(variables, state.aux, opt, masks)
+
+
+# Initialisation runs once per fit, so it is compiled without LLVM optimisation: 4-5x faster to compile
+# (random initialisers are slow to compile on CPU), and it runs in milliseconds either way.
+_INIT_OPTIONS = {"xla_backend_optimization_level": 0}
+
+
+def init_state(spec, config, train: TrainConfig) -> _State:
+    key = jax.random.key(train.seed)
+    variables = jax.jit(spec.init, static_argnums=0, compiler_options=_INIT_OPTIONS)(
+        config, jax.random.fold_in(key, 0))
+    aux = {}
+    if spec.init_aux:
+        aux = jax.jit(spec.init_aux, static_argnums=0, compiler_options=_INIT_OPTIONS)(
+            config, jax.random.fold_in(key, 1))
+    masks = jax.tree.map(jnp.ones_like, variables)
+    opt = _optimizer(train).init({"variables": variables, "aux": aux})
+    return _State(variables, aux, opt, masks)
+
+
+def fit(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, *, progress=None,
+        checkpointer=None, log_every: int = 50) -> FitResult:
+    """Fits `config`'s model to `frames` through every phase of `train`.
+
+    Args:
+      frames: (T, H, W, 3) uint8, the source video.
+      progress: optional callable(total_steps) -> bar with .update(n), .set_postfix_str(s), .close().
+      checkpointer: optional train.checkpoint.Checkpointer; its latest state (if any) is resumed.
+    Returns:
+      FitResult with the float variables to quantize, history and speed figures.
+    """
+    spec = registry.spec_of(config)
+    state = init_state(spec, config, train)
+    steps = phase_steps(train, frames.shape[0])
+    starts = np.cumsum([0] + steps)
+    done = 0
+    if checkpointer is not None:
+        restored = checkpointer.restore(state.tree())
+        if restored is not None:
+            done, tree = restored
+            state = _State.of(tree)
+    frames_dev = jnp.asarray(frames)
+    shuffle_key = jax.random.fold_in(jax.random.key(train.seed), 2)
+    bits_tree = _bits_tree(state.variables, policy)
+    bar = progress(int(starts[-1])) if progress else None
+    if bar:
+        bar.update(done)
+    history, t0, float_psnr = [], time.perf_counter(), None
+    timed_steps, timed_s = 0, 0.0
+    for k, phase in enumerate(train.phases):
+        if done >= starts[k + 1]:
+            continue
+        if done <= starts[k]:
+            state = _start_phase(spec, config, train, k, state, frames)
+        step = make_step(spec, config, train, phase, steps[k], bits_tree, frames.shape[0])
+        key = jax.random.fold_in(shuffle_key, k)
+        tree, run_loss, run_mse, n_run = state.tree(), 0.0, 0.0, 0
+        for s in range(done - starts[k], steps[k]):
+            ts = time.perf_counter()
+            tree, loss, mse = step(tree, frames_dev, key, jnp.int32(s))
+            run_loss, run_mse, n_run = run_loss + float(loss), run_mse + float(mse), n_run + 1
+            if s > 0:   # the first step of a phase pays for compilation
+                timed_steps, timed_s = timed_steps + 1, timed_s + time.perf_counter() - ts
+            done += 1
+            if bar:
+                bar.update(1)
+            if n_run == log_every or s == steps[k] - 1:
+                row = {"phase": phase.name, "step": done, "loss": run_loss / n_run,
+                       "psnr": -10 * math.log10(max(run_mse / n_run, 1e-12))}
+                history.append(row)
+                if bar:
+                    bar.set_postfix_str(f"{phase.name} loss {row['loss']:.4f} psnr {row['psnr']:.2f}")
+                run_loss, run_mse, n_run = 0.0, 0.0, 0
+            if checkpointer is not None:
+                checkpointer.maybe_save(done, tree)
+        state = _State.of(tree)
+        forward = _forward_fn(spec, config, phase, bits_tree)
+        end_psnr = _evaluate(forward, state.variables, state.aux, frames)
+        history.append({"phase": phase.name, "step": done, "phase_end_psnr": end_psnr})
+        if not phase.quantize:
+            float_psnr = end_psnr
+    if bar:
+        bar.close()
+    variables = state.variables
+    if spec.finalize is not None and train.phases[-1].use_encoder:
+        variables = spec.finalize(config, variables, state.aux, frames)
+    fps = timed_steps * train.batch / timed_s if timed_s > 0 else float("nan")
+    return FitResult(variables, history, time.perf_counter() - t0, fps, float_psnr)

@@ -1,0 +1,58 @@
+"""The training schedule as data: phases (fit, prune, quantization-aware fine-tune) run by one generic loop."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from inr.config import ConfigBase
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase(ConfigBase):
+    """One stretch of optimisation with fixed settings.
+
+    A phase with `use_encoder` trains the family's encode-time encoder (HNeRV) jointly; the first phase
+    without it starts by storing the encoder's embeddings (`ModelSpec.finalize`). A phase with
+    `sparsity > 0` starts by pruning to that global sparsity; the masks then stay for every later phase.
+    A phase with `quantize` runs the forward pass on straight-through-rounded weights at the file's bits.
+    """
+
+    name: str                    # shown in the progress bar: "fit", "prune", "qat"
+    epochs: float                # passes over the frames (steps = ceil(epochs · T / batch))
+    lr: float                    # peak learning rate
+    warmup: float = 0.0          # fraction of the phase spent warming up linearly from 0.1·lr
+    use_encoder: bool = False    # train the encoder (families with `init_aux`) in this phase
+    sparsity: float = 0.0        # prune to this fraction of zero weights at the phase start
+    quantize: bool = False       # quantization-aware: straight-through rounding at the policy's bits
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(ConfigBase):
+    """Everything the loop needs besides the model config and the frames."""
+
+    phases: tuple[Phase, ...]
+    batch: int = 2               # frames per step (HNeRV: 2, NeRV: 1)
+    loss: str = "l2"             # "l2" (MSE) or "fusion6" (0.7·L1 + 0.3·(1 − SSIM), NeRV's default)
+    beta1: float = 0.9           # Adam β1 (NeRV uses 0.5, HNeRV 0.9)
+    beta2: float = 0.999
+    clip_norm: float = 1.0       # global gradient-norm clip (guards the PSNR collapses NeRV-family code shows)
+    seed: int = 0                # the one seed of a run: init, shuffling and noise derive from it
+
+    @property
+    def total_epochs(self) -> float:
+        return sum(p.epochs for p in self.phases)
+
+
+def standard(epochs: float, lr: float = 1e-3, prune: float = 0.0, qat_epochs: float | None = None,
+             batch: int = 2, seed: int = 0, use_encoder: bool = True, loss: str = "l2") -> TrainConfig:
+    """fit (10% warmup + cosine) -> optional prune fine-tune -> quantization-aware fine-tune.
+
+    Fine-tuning phases get a tenth of the fit's epochs each (at least one) and a lower learning rate.
+    """
+    tune = max(1.0, round(epochs / 10)) if qat_epochs is None else qat_epochs
+    phases = [Phase("fit", epochs, lr, warmup=0.1, use_encoder=use_encoder)]
+    if prune > 0:
+        phases.append(Phase("prune", tune, lr * 0.2, warmup=0.0, sparsity=prune))
+    if tune > 0:
+        phases.append(Phase("qat", tune, lr * 0.1, warmup=0.0, quantize=True))
+    return TrainConfig(tuple(phases), batch=batch, loss=loss, seed=seed)
