@@ -25,11 +25,12 @@ class QuantPolicy:
     at `embed_bits`, each with one step per output channel.
     """
 
-    bits: int = 8              # weights and biases, 2^bits levels per channel
-    embed_bits: int = 8        # the "latents" collection
+    bits: int = 8                  # weights and biases, 2^bits levels per channel
+    embed_bits: int | None = None  # the "latents" collection; None: same as `bits`
 
     def rules(self) -> tuple[tuple[str, int], ...]:
-        return ((r"latents/.*", self.embed_bits), (r".*", self.bits))
+        embed = self.bits if self.embed_bits is None else self.embed_bits
+        return ((r"latents/.*", embed), (r".*", self.bits))
 
     def bits_for(self, path: str) -> int:
         return first_match(path, self.rules())

@@ -52,6 +52,8 @@ def pack(model_id: int, sections: list[Section]) -> bytes:
 
 def unpack(data: bytes) -> tuple[int, list[Section]]:
     """(model id, sections) of a .nerva file; FormatError names what is wrong with a damaged one."""
+    if not data:
+        raise FormatError("file is empty (0 bytes)")
     if len(data) < 4 or data[:4] != MAGIC:
         raise FormatError("not a .nerva file (bad magic bytes)")
     if len(data) < 5 + 2 + 4:

@@ -14,6 +14,7 @@ from typing import Any
 
 from codec.bytesio import ByteReader, ByteWriter, FormatError
 from inr.config import field_types
+from inr.errors import ConfigError
 
 
 def write_config(config: Any) -> bytes:
@@ -62,7 +63,7 @@ def _read_fields(r: ByteReader, cls: type) -> Any:
         values[name] = _read_value(r, tp)
     try:
         return cls(**values)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, ConfigError) as e:
         raise FormatError(f"file header does not describe a valid {cls.__name__}: {e}") from None
 
 

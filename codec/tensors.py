@@ -50,6 +50,11 @@ def encode_collection(name: str, abstract, quantized: dict[str, QuantizedTensor]
     return w.getvalue()
 
 
+def _n_steps(shape: tuple[int, ...]) -> int:
+    """One step per output channel (last axis) for ndim >= 2, one per tensor otherwise."""
+    return shape[-1] if len(shape) >= 2 else 1
+
+
 def collection_name(body: bytes) -> str:
     return ByteReader(body, "tensors section").blob().decode(errors="replace")
 
@@ -68,7 +73,11 @@ def decode_collection(body: bytes, abstract) -> tuple[dict[str, QuantizedTensor]
     for p, shape in shapes:
         start = r.pos
         bits, n_steps = r.u8(), r.uvarint()
+        if not 1 <= bits <= 16 or n_steps != _n_steps(shape):
+            raise FormatError(f"tensor {name}/{p} has invalid quantization side information")
         steps = np.frombuffer(r.raw(2 * n_steps), "<f2").astype(np.float16)
+        if not np.all(np.isfinite(steps)) or np.any(steps < 0):
+            raise FormatError(f"tensor {name}/{p} has a negative or non-finite quantization step")
         model = entropy.EntropyModel.from_reader(r)
         metas.append((p, shape, bits, steps, model, r.pos - start))
     symbols = entropy.decode(r.raw(r.remaining()), [(math.prod(m[1]), m[4]) for m in metas])

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from inr import sizing
 from inr.config import ConfigBase, Geometry
 from inr.grid import divisor_grid, plan_strides
-from inr.layers import Conv, UpBlock, gelu, output_head
+from inr.layers import ACTIVATIONS, Conv, UpBlock, activation, gelu, output_head
 from inr.registry import ModelSpec, register
 
 BASE_CELLS = 12          # HNeRV's decoder starts from a small grid (bunny 640×1280: 2×4)
@@ -45,6 +45,8 @@ class HNeRVConfig(ConfigBase):
     def __post_init__(self):
         if not len(self.channels) == len(self.strides) == len(self.kernels):
             raise ValueError("channels, strides and kernels need one entry per stage")
+        if self.act not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.act!r}")
         if self.base_h % self.embed_h or self.base_w % self.embed_w:
             raise ValueError("the embedding grid must divide the base grid")
         if _prod(self.enc_strides) != _prod(self.strides):
@@ -106,7 +108,7 @@ class Decoder(nn.Module):
         """emb (B, embed_h, embed_w, embed_channels) -> frames (B, H, W, 3) in [0, 1]."""
         c = self.config
         fh, fw = c.base_h // c.embed_h, c.base_w // c.embed_w
-        x = gelu(Conv(c.stem_channels * fh * fw, 1, name="stem")(emb))
+        x = activation(c.act)(Conv(c.stem_channels * fh * fw, 1, name="stem")(emb))
         b = x.shape[0]
         x = x.reshape(b, c.embed_h, c.embed_w, fh, fw, c.stem_channels)
         x = x.transpose(0, 1, 3, 2, 4, 5).reshape(b, c.base_h, c.base_w, c.stem_channels)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from inr import sizing
 from inr.config import ConfigBase, Geometry
 from inr.grid import plan_strides
-from inr.layers import Conv, Dense, UpBlock, activation, output_head, positional_encoding
+from inr.layers import ACTIVATIONS, Conv, Dense, UpBlock, activation, output_head, positional_encoding
 from inr.registry import ModelSpec, register
 
 BASE_CELLS = 150   # NeRV's base grid is ~9×16 cells (bunny); the planner keeps it at most this big
@@ -36,6 +36,8 @@ class NeRVConfig(ConfigBase):
     def __post_init__(self):
         if len(self.channels) != len(self.strides):
             raise ValueError("channels and strides need one entry per stage")
+        if self.act not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.act!r}")
 
     @classmethod
     def for_size(cls, geometry: Geometry, n_params: int) -> "NeRVConfig":

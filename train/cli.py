@@ -48,7 +48,7 @@ def fit_video(video: Video, output: Path, args, checkpoint_every: int = 500, res
     config = make_config(args.model, geometry, n_params=None if args.bpp else size, bpp=args.bpp,
                          bits=args.bits)
     train = _train_config(args, args.model)
-    policy = QuantPolicy(bits=args.bits, embed_bits=args.embed_bits or args.bits)
+    policy = QuantPolicy(bits=args.bits, embed_bits=args.embed_bits)
     ckpt_dir = output.with_name(output.name + ".ckpt")
     if not resume:
         shutil.rmtree(ckpt_dir, ignore_errors=True)

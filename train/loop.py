@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 import time
@@ -14,7 +15,8 @@ import numpy as np
 import optax
 
 from codec.api import QuantPolicy
-from codec.params import first_match, flatten, path_str
+from codec.metrics import mean_psnr, psnr
+from codec.params import first_match, path_str
 from codec.prune import magnitude_masks
 from codec.quant import fake_quantize
 from inr import registry
@@ -69,27 +71,29 @@ def _lr(phase: Phase, step, n_steps: int):
     return jnp.where(s < warm, up, down)
 
 
-def _bits_tree(variables, policy: QuantPolicy):
-    return jax.tree_util.tree_map_with_path(lambda p, _: policy.bits_for(path_str(p)), variables)
-
-
-def _forward_fn(spec: registry.ModelSpec, config, phase: Phase, bits_tree) -> Callable:
+def _forward_fn(config, phase: Phase, policy: QuantPolicy) -> Callable:
     """(variables, aux, idx, frames) -> predicted frames, as this phase sees them."""
+    spec = registry.spec_of(config)
     use_encoder = phase.use_encoder and spec.init_aux is not None
 
     def forward(variables, aux, idx, frames):
         if phase.quantize:
-            variables = jax.tree.map(fake_quantize, variables, bits_tree)
+            variables = jax.tree_util.tree_map_with_path(
+                lambda p, w: fake_quantize(w, policy.bits_for(path_str(p))), variables)
         if use_encoder:
             return spec.train_render(config, variables, aux, idx, frames)
         return spec.render(config, variables, idx)
     return forward
 
 
-def make_step(spec, config, train: TrainConfig, phase: Phase, n_steps: int, bits_tree, n_frames: int):
-    """The jitted step: (state tree, frames (T,H,W,3) uint8, key, local step) -> (state tree, loss, mse)."""
+@functools.lru_cache(maxsize=64)
+def make_step(config, train: TrainConfig, phase: Phase, n_steps: int, policy: QuantPolicy, n_frames: int):
+    """The jitted step: (state tree, frames (T,H,W,3) uint8, key, local step) -> (state tree, loss, mse).
+
+    Memoized on its (hashable) arguments, so repeated fits in one process reuse the compiled step.
+    """
     tx = _optimizer(train)
-    forward = _forward_fn(spec, config, phase, bits_tree)
+    forward = _forward_fn(config, phase, policy)
     loss_fn = LOSSES[train.loss]
     per_epoch = max(n_frames // train.batch, 1)
 
@@ -119,10 +123,13 @@ def phase_steps(train: TrainConfig, n_frames: int) -> list[int]:
     return [max(1, math.ceil(p.epochs * per_epoch)) for p in train.phases]
 
 
-def _evaluate(forward, variables, aux, frames: np.ndarray, batch: int = 8) -> float:
-    """Mean per-frame PSNR (dB) of the model as a phase sees it, over every frame."""
-    from codec.metrics import mean_psnr, psnr   # the one PSNR convention
-    fn = jax.jit(lambda v, a, i, f: forward(v, a, i, f))
+@functools.lru_cache(maxsize=64)
+def _eval_fn(config, phase: Phase, policy: QuantPolicy):
+    return jax.jit(_forward_fn(config, phase, policy))
+
+
+def _evaluate(fn, variables, aux, frames: np.ndarray, batch: int = 8) -> float:
+    """Mean per-frame PSNR (dB) of the model as a phase sees it (jitted `fn`), over every frame."""
     out = []
     for i in range(0, frames.shape[0], batch):
         idx = jnp.arange(i, min(i + batch, frames.shape[0]))
@@ -186,7 +193,6 @@ def fit(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, *, 
             state = _State.of(tree)
     frames_dev = jnp.asarray(frames)
     shuffle_key = jax.random.fold_in(jax.random.key(train.seed), 2)
-    bits_tree = _bits_tree(state.variables, policy)
     bar = progress(int(starts[-1])) if progress else None
     if bar:
         bar.update(done)
@@ -197,7 +203,7 @@ def fit(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, *, 
             continue
         if done <= starts[k]:
             state = _start_phase(spec, config, train, k, state, frames)
-        step = make_step(spec, config, train, phase, steps[k], bits_tree, frames.shape[0])
+        step = make_step(config, train, phase, steps[k], policy, frames.shape[0])
         key = jax.random.fold_in(shuffle_key, k)
         tree, run_loss, run_mse, n_run = state.tree(), 0.0, 0.0, 0
         for s in range(done - starts[k], steps[k]):
@@ -219,8 +225,7 @@ def fit(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, *, 
             if checkpointer is not None:
                 checkpointer.maybe_save(done, tree)
         state = _State.of(tree)
-        forward = _forward_fn(spec, config, phase, bits_tree)
-        end_psnr = _evaluate(forward, state.variables, state.aux, frames)
+        end_psnr = _evaluate(_eval_fn(config, phase, policy), state.variables, state.aux, frames)
         history.append({"phase": phase.name, "step": done, "phase_end_psnr": end_psnr})
         if not phase.quantize:
             float_psnr = end_psnr

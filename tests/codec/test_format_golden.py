@@ -1,0 +1,71 @@
+"""Golden .nerva files of format version 1: every registered model's file keeps decoding to the same symbols."""
+
+import hashlib
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+import inr
+from codec import api
+
+GOLDEN_DIR = pathlib.Path(__file__).resolve().parents[1] / "data" / "format_v1"
+REGENERATE = "run `python tests/data/make_golden.py` from the repository root to write it"
+
+
+def golden(name: str) -> tuple[bytes, dict]:
+    path = GOLDEN_DIR / f"{name}.nerva"
+    if not path.is_file():
+        pytest.fail(f"model {name!r} has no golden file {path}; {REGENERATE}")
+    return path.read_bytes(), json.loads(path.with_suffix(".json").read_text())
+
+
+def symbols_sha256(collections) -> str:
+    """sha256 of the int32 little-endian symbols of every tensor, in file order."""
+    h = hashlib.sha256()
+    for quantized, infos in collections.values():
+        for info in infos:
+            h.update(np.ascontiguousarray(quantized[info.path].symbols, "<i4").tobytes())
+    return h.hexdigest()
+
+
+def test_every_registered_model_has_a_golden_file():
+    missing = [n for n in inr.names() if not (GOLDEN_DIR / f"{n}.nerva").is_file()
+               or not (GOLDEN_DIR / f"{n}.json").is_file()]
+    assert not missing, f"models without a golden .nerva/.json pair in {GOLDEN_DIR}: {missing}; {REGENERATE}"
+
+
+@pytest.mark.parametrize("name", inr.names())
+def test_golden_file_is_the_one_its_json_describes(name):
+    data, expected = golden(name)
+    assert len(data) == expected["bytes"]
+    assert hashlib.sha256(data).hexdigest() == expected["sha256"]
+    assert data[4] == expected["format_version"] == 1
+    assert int.from_bytes(data[5:7], "little") == expected["model_id"] == inr.get(name).model_id
+
+
+@pytest.mark.parametrize("name", inr.names())
+def test_golden_file_decompresses_to_its_model_and_config(name):
+    data, expected = golden(name)
+    config, variables = api.decompress(data)
+    assert type(config) is inr.get(name).config_cls
+    assert config.to_dict() == expected["config"]
+    sums = {f"{c}/{p}": float(np.sum(x, dtype=np.float64))
+            for c, tree in variables.items() for p, x in api.flatten(tree)}
+    assert sums == pytest.approx(expected["dequantized_sums"], rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize("name", inr.names())
+def test_golden_file_decodes_to_the_recorded_symbols(name):
+    data, expected = golden(name)
+    _, collections, _ = api.parse(data)
+    assert symbols_sha256(collections) == expected["symbols_sha256"]
+
+
+@pytest.mark.parametrize("name", inr.names())
+def test_reencoding_the_decoded_tensors_reproduces_the_file_byte_for_byte(name):
+    data, _ = golden(name)
+    config, collections, _ = api.parse(data)
+    quantized = {f"{c}/{p}": q for c, (tensors, _) in collections.items() for p, q in tensors.items()}
+    assert api.compress(config, quantized) == data

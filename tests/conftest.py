@@ -1,0 +1,27 @@
+"""Test settings: fast XLA compiles, a persistent compile cache, and small shared clips."""
+
+import os
+from pathlib import Path
+
+# Compile-friendly tests: most time in a tiny-model test is XLA compilation, not running.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path.home() / ".cache" / "nerva-tests-jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from inr.video import bundled_clip, read_video, synthetic_clip  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def carphone_small() -> np.ndarray:
+    """First 8 frames of the bundled carphone clip, downscaled to 48×64 (H×W): a tiny real clip."""
+    return read_video(bundled_clip("carphone"), 0, 8, size=(48, 64)).frames
+
+
+@pytest.fixture(scope="session")
+def synthetic() -> np.ndarray:
+    """8 frames of 32×48 smooth moving pattern."""
+    return synthetic_clip(8, 32, 48)

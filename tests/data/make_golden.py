@@ -1,0 +1,94 @@
+"""Writes the golden .nerva files of format version 1 (tests/data/format_v1/) that tests/codec/test_format_golden.py decodes.
+
+Run it explicitly, never from tests: `python tests/data/make_golden.py` writes the files of registered
+models that have none yet; `--overwrite` rewrites every file. Golden files are meant to outlive the
+encoder that wrote them (a v1 reader must keep decoding them), so do not overwrite existing ones
+unless the v1 format itself was wrong.
+
+Per model: its `tiny()` config, initialised with `jax.random.key(0)`, every tensor quantized at 6 bits.
+The tests never re-run init (its values depend on the XLA optimisation level); they decode the stored
+file and compare with the JSON summary written here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+
+import inr
+from codec import api, container
+
+GOLDEN_DIR = Path(__file__).resolve().parent / f"format_v{container.FORMAT_VERSION}"
+BITS = 6
+MAX_BYTES = 30_000   # keep the repository small
+
+
+def summarize(data: bytes) -> dict:
+    """What a correct decoder must reproduce from `data`: sizes, hashes, per-tensor dequantized sums."""
+    config, collections, _ = api.parse(data)
+    spec = inr.get_by_id(container.unpack(data)[0])
+    symbols = hashlib.sha256()
+    sums = {}
+    for name, (quantized, infos) in collections.items():   # section order
+        for info in infos:                                  # sorted path order
+            q = quantized[info.path]
+            symbols.update(np.ascontiguousarray(q.symbols, "<i4").tobytes())
+            sums[f"{name}/{info.path}"] = float(np.sum(q.dequantize(), dtype=np.float64))
+    return {
+        "model": spec.name,
+        "model_id": spec.model_id,
+        "format_version": data[4],
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "symbols_sha256": symbols.hexdigest(),
+        "symbols_note": "sha256 of every tensor's int32 little-endian symbols, row-major, in file order "
+                        "(TENSORS sections in file order, tensors in sorted path order)",
+        "config": config.to_dict(),
+        "dequantized_sums": sums,
+        "generated_with": {"recipe": f"{spec.name} tiny(), init jax.random.key(0), {BITS} bits",
+                           "jax": jax.__version__,
+                           "JAX_DISABLE_MOST_OPTIMIZATIONS": os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS", "")},
+    }
+
+
+def golden_bytes(name: str) -> bytes:
+    spec = inr.get(name)
+    config = spec.config_cls.tiny()
+    variables = spec.init(config, jax.random.key(0))
+    quantized = api.quantize_variables(variables, api.QuantPolicy(bits=BITS, embed_bits=BITS))
+    return api.compress(config, quantized)
+
+
+def write(name: str) -> Path:
+    data = golden_bytes(name)
+    if len(data) >= MAX_BYTES:
+        raise SystemExit(f"{name}: golden file of {len(data)} bytes exceeds {MAX_BYTES}; shrink its tiny()")
+    path = container.write_atomic(GOLDEN_DIR / f"{name}.nerva", data)
+    summary = json.dumps(summarize(data), indent=1, sort_keys=True) + "\n"
+    container.write_atomic(GOLDEN_DIR / f"{name}.json", summary.encode())
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--overwrite", action="store_true", help="rewrite golden files that already exist")
+    args = parser.parse_args(argv)
+    GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
+    for name in inr.names():
+        if (GOLDEN_DIR / f"{name}.nerva").exists() and not args.overwrite:
+            print(f"{name}: kept {GOLDEN_DIR / name}.nerva (pass --overwrite to rewrite)")
+            continue
+        path = write(name)
+        print(f"{name}: wrote {path} ({path.stat().st_size} bytes) and its .json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

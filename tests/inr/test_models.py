@@ -1,0 +1,98 @@
+"""Every registered model family: init, shapes, parameter counts, config round trips, and that it learns."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import inr
+from codec.metrics import mean_psnr, psnr
+from codec.api import QuantPolicy
+from inr import sizing
+from inr.config import Geometry
+from inr.errors import ConfigError
+from inr.registry import ModelSpec, register
+from train.loop import fit
+from train.schedule import Phase, TrainConfig
+
+# Golden parameter counts of each tiny() config (default 8×32×48 geometry): a change is deliberate.
+TINY_PARAMS = {"nerv": 18027, "hnerv": 15979}
+
+
+@pytest.fixture(scope="module", params=inr.names())
+def spec(request) -> ModelSpec:
+    return inr.get(request.param)
+
+
+def test_every_registered_model_has_a_golden_parameter_count():
+    assert sorted(TINY_PARAMS) == sorted(inr.names())
+
+
+def test_tiny_parameter_count_matches_golden(spec):
+    assert sizing.count(spec.init, spec.config_cls.tiny()) == TINY_PARAMS[spec.name]
+
+
+def test_render_gives_frames_of_the_source_size_in_unit_range(spec):
+    for geometry in (Geometry.of(4, 32, 48), Geometry.of(3, 35, 33)):   # odd sizes too
+        config = spec.config_cls.tiny(geometry)
+        variables = jax.jit(spec.init, static_argnums=0)(config, jax.random.key(0))
+        out = jax.jit(spec.render, static_argnums=0)(config, variables, jnp.array([0, 2]))
+        assert out.shape == (2, geometry.height, geometry.width, 3)
+        assert out.dtype == jnp.float32
+        assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+
+
+def test_init_is_deterministic_in_the_key(spec):
+    config = spec.config_cls.tiny()
+    init = jax.jit(spec.init, static_argnums=0)
+    a, b, c = (init(config, jax.random.key(k)) for k in (0, 0, 1))
+    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    assert not all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(c)))
+
+
+def test_config_dict_round_trip_is_exact(spec):
+    for config in (spec.config_cls.tiny(), spec.for_size(Geometry.of(120, 144, 176, 30000 / 1001), 100_000)):
+        assert spec.config_cls.from_dict(config.to_dict()) == config
+        hash(config)   # configs are jit static arguments
+
+
+def test_for_size_hits_the_budget_from_below(spec):
+    g = Geometry.of(120, 144, 176, 30)
+    for budget in (50_000, 200_000):
+        n = sizing.count(spec.init, spec.for_size(g, budget))
+        assert 0.8 * budget <= n <= budget
+
+
+def test_impossibly_small_budget_is_a_config_error(spec):
+    with pytest.raises(ConfigError, match="budget"):
+        spec.for_size(Geometry.of(120, 144, 176, 30), 10)
+
+
+def test_model_learns_a_real_clip(spec, carphone_small):
+    t, h, w = carphone_small.shape[:3]
+    config = spec.config_cls.tiny(Geometry.of(t, h, w))
+    train = TrainConfig((Phase("fit", 30, 3e-3, warmup=0.1, use_encoder=True),), batch=2)
+    variables = jax.jit(spec.init, static_argnums=0)(config, jax.random.key(0))
+    target = jnp.asarray(carphone_small, jnp.float32) / 255
+    aux = spec.init_aux(config, jax.random.key(1)) if spec.init_aux else None
+    before = spec.train_render(config, variables, aux, jnp.arange(t), target) if aux else \
+        spec.render(config, variables, jnp.arange(t))
+    result = fit(config, carphone_small, train, QuantPolicy())
+    after = spec.render(config, result.variables, jnp.arange(t))
+    gain = mean_psnr(psnr(target, after)) - mean_psnr(psnr(target, before))
+    assert gain > 3.0, f"{spec.name} gained only {gain:.2f} dB"
+
+
+def test_duplicate_registration_raises():
+    spec = inr.get("nerv")
+    with pytest.raises(ValueError, match="already registered"):
+        register(spec)
+    with pytest.raises(ValueError, match="already registered"):
+        register(ModelSpec("another", spec.model_id, spec.config_cls, spec.init, spec.render, spec.for_size))
+
+
+def test_unknown_model_name_and_id_raise_config_errors():
+    with pytest.raises(ConfigError, match="unknown model"):
+        inr.get("nope")
+    with pytest.raises(ConfigError, match="unknown model id"):
+        inr.get_by_id(999)
