@@ -10,6 +10,7 @@ import os
 import sys
 
 from inr.errors import ConfigError, NervaError
+from train import presets   # plain data: no optax/orbax behind it
 
 
 class _Parser(argparse.ArgumentParser):
@@ -78,13 +79,13 @@ def _positive(kind):
     return parse
 
 
-def add_fit_options(p: argparse.ArgumentParser) -> None:
+def add_fit_options(p: argparse.ArgumentParser, model: str = "hnerv") -> None:
     """Options shared by `fit` and `demo`."""
-    p.add_argument("--model", default="hnerv", help="model family (nerv, hnerv, ...)")
+    p.add_argument("--model", default=model, help=f"model family (nerv, hnerv, ...; default {model})")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--size", type=parse_size, help="parameter budget, e.g. 0.2M or 150k")
     size.add_argument("--bpp", type=_positive(float), help="target bits per pixel (sets the size)")
-    p.add_argument("--epochs", type=_positive(float), help="fitting epochs (default: preset)")
+    p.add_argument("--epochs", type=_positive(float), help="fitting epochs (default: the model's preset)")
     p.add_argument("--bits", type=_bits, default=8, help="quantization bits of weights (default 8)")
     p.add_argument("--embed-bits", type=_bits, help="quantization bits of latents (default: --bits)")
     p.add_argument("--prune", type=_fraction, default=0.0, help="global sparsity, e.g. 0.2 (default 0)")
@@ -122,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="fit-and-compress the bundled carphone clip, decode and report")
     p.add_argument("-o", "--output-dir", default="nerva-demo", help="where to write the results")
-    add_fit_options(p)
+    add_fit_options(p, presets.DEMO_MODEL)
     return parser
 
 

@@ -58,16 +58,3 @@ def plan_strides(height: int, width: int, max_base_cells: int, max_pad: float = 
                           f"{max_base_cells} cells; the frame is too small or too large")
     return best
 
-
-def divisor_grid(base_h: int, base_w: int, max_cells: int) -> tuple[int, int]:
-    """The largest (h, w) with h | base_h, w | base_w and h·w <= max_cells (HNeRV's embedding grid)."""
-    best = (1, 1)
-    for h in _divisors(base_h):
-        for w in _divisors(base_w):
-            if h * w <= max_cells and h * w > best[0] * best[1]:
-                best = (h, w)
-    return best
-
-
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]

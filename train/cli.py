@@ -44,9 +44,8 @@ def fit_video(video: Video, output: Path, args, checkpoint_every: int = 500, res
         raise ConfigError(f"output directory {output.parent} does not exist")
     frames = video.frames
     geometry = Geometry.of(*frames.shape[:3], fps=video.fps)
-    size = args.size if (args.size or args.bpp) else presets.DEMO_SIZE
-    config = make_config(args.model, geometry, n_params=None if args.bpp else size, bpp=args.bpp,
-                         bits=args.bits)
+    size = None if args.bpp else (args.size or presets.preset(args.model).size)
+    config = make_config(args.model, geometry, n_params=size, bpp=args.bpp, bits=args.bits)
     train = _train_config(args, args.model)
     policy = QuantPolicy(bits=args.bits, embed_bits=args.embed_bits)
     ckpt_dir = output.with_name(output.name + ".ckpt")
@@ -108,8 +107,6 @@ def cmd_demo(args) -> int:
     """Fits the bundled carphone clip with the demo preset, writes the file and a decoded video."""
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if args.model == "hnerv" and not (args.size or args.bpp):
-        args.model = presets.DEMO_MODEL
     args.epochs = args.epochs or presets.DEMO_EPOCHS
     clip = bundled_clip("carphone")
     print(f"nerva demo: fitting {clip.name} with {args.model}; results go to {out}/")

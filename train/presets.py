@@ -1,6 +1,6 @@
-"""Per-model training presets sized for this CPU, and the demo preset.
+"""Per-model training presets sized for a 2-core CPU, and the demo preset.
 
-Each preset is (lr, beta1, batch, epochs). Expected results on carphone are in bench/README.md.
+Measured results of these presets on carphone are in bench/README.md (from bench/fit.py).
 """
 
 from __future__ import annotations
@@ -10,21 +10,23 @@ import dataclasses
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
+    size: int          # default parameter budget when neither --size nor --bpp is given
     lr: float          # peak Adam learning rate
-    beta1: float       # Adam β1 (NeRV: 0.5, HNeRV: 0.9)
+    beta1: float       # Adam β1 (the references use 0.5 for NeRV, 0.9 for HNeRV)
     epochs: float      # fitting epochs before the prune / QAT fine-tunes
     loss: str = "l2"
 
 
 PRESETS = {
-    "nerv": Preset(lr=2e-3, beta1=0.9, epochs=150),
-    "hnerv": Preset(lr=2e-3, beta1=0.9, epochs=150),
+    "nerv": Preset(size=100_000, lr=2e-3, beta1=0.9, epochs=150),
+    "hnerv": Preset(size=100_000, lr=2e-3, beta1=0.9, epochs=150),
 }
+_FALLBACK = Preset(size=100_000, lr=1e-3, beta1=0.9, epochs=150)
 
+# `nerva demo`: the bundled carphone clip, fitted end to end within a few minutes on 2 CPU cores.
 DEMO_MODEL = "hnerv"
-DEMO_SIZE = 150_000      # parameters: fits carphone in a few minutes on 2 CPU cores
-DEMO_EPOCHS = 150
+DEMO_EPOCHS = 60
 
 
 def preset(model: str) -> Preset:
-    return PRESETS.get(model, Preset(lr=1e-3, beta1=0.9, epochs=150))
+    return PRESETS.get(model, _FALLBACK)

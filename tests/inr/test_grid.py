@@ -3,7 +3,7 @@
 import pytest
 
 from inr.errors import ConfigError
-from inr.grid import divisor_grid, plan_strides
+from inr.grid import plan_strides
 
 
 @pytest.mark.parametrize("h,w,cells,expect", [
@@ -29,9 +29,3 @@ def test_tiny_frames_have_no_plan():
     with pytest.raises(ConfigError, match="no upsampling plan"):
         plan_strides(2, 2, 1)
 
-
-def test_divisor_grid_divides_and_respects_the_cell_budget():
-    assert divisor_grid(9, 16, 14) == (3, 4)
-    assert divisor_grid(3, 4, 1) == (1, 1)
-    h, w = divisor_grid(12, 18, 20)
-    assert 12 % h == 0 and 18 % w == 0 and h * w <= 20
