@@ -1,4 +1,4 @@
-"""Little-endian byte writer/reader with unsigned and zig-zag varints, shared by header, entropy tables and container."""
+"""Little-endian byte writer/reader with varints, shared by the header, entropy tables and container."""
 
 from __future__ import annotations
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from codec.metrics import Quality, measure
 from inr import registry
 
 TRACES: collections.Counter = collections.Counter()   # config -> times traced (tests assert 1)
@@ -42,3 +45,31 @@ def decode_frames(config, variables, indices=None, batch: int = 8) -> np.ndarray
         out.append(np.asarray(render_uint8(config, variables, jnp.asarray(padded)))[:chunk.size])
     h, w = config.geometry.height, config.geometry.width
     return np.concatenate(out) if out else np.zeros((0, h, w, 3), np.uint8)
+
+
+@dataclasses.dataclass(frozen=True)
+class FileReport:
+    """A .nerva file measured against its source: what every summary and result row reports."""
+
+    bytes: int
+    bpp: float            # 8 · bytes / (T·H·W): every byte of the file counts
+    quality: Quality      # decoded frames vs the source frames (codec.metrics convention)
+    decode_fps: float     # frames/s decoding every frame, compilation excluded
+    config: object
+
+
+def measure_file(path, source: np.ndarray, batch: int = 8) -> FileReport:
+    """Decodes the file at `path` (not an encoder's in-memory copy) and measures it against `source`.
+
+    Args:
+      source: (T, H, W, 3) uint8, the frames the file was fitted to.
+    """
+    from codec import api   # the decoder core stays importable without the container code
+    data = api.read_file(path)
+    config, variables = api.decompress(data)
+    decode_frames(config, variables, batch=batch)          # compile
+    t = time.perf_counter()
+    decoded = decode_frames(config, variables, batch=batch)
+    fps = decoded.shape[0] / (time.perf_counter() - t)
+    return FileReport(len(data), 8 * len(data) / config.geometry.pixels, measure(source, decoded), fps,
+                      config)

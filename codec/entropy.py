@@ -1,4 +1,4 @@
-"""Entropy coding of integer symbol arrays: per-array integer probability models, their bytes, and one range-coded stream."""
+"""Entropy coding of integer arrays: integer probability models, their bytes, one range-coded stream."""
 
 from __future__ import annotations
 

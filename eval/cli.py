@@ -10,7 +10,6 @@ import os
 import sys
 
 from inr.errors import ConfigError, NervaError
-from train import presets   # plain data: no optax/orbax behind it
 
 
 class _Parser(argparse.ArgumentParser):
@@ -79,9 +78,10 @@ def _positive(kind):
     return parse
 
 
-def add_fit_options(p: argparse.ArgumentParser, model: str = "hnerv") -> None:
-    """Options shared by `fit` and `demo`."""
-    p.add_argument("--model", default=model, help=f"model family (nerv, hnerv, ...; default {model})")
+def add_fit_options(p: argparse.ArgumentParser, model: str | None = "hnerv") -> None:
+    """Options shared by `fit` and `demo` (model None: the demo preset's model, resolved later)."""
+    p.add_argument("--model", default=model,
+                   help=f"model family (nerv, hnerv, ...; default {model or 'the demo preset'})")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--size", type=parse_size, help="parameter budget, e.g. 0.2M or 150k")
     size.add_argument("--bpp", type=_positive(float), help="target bits per pixel (sets the size)")
@@ -123,7 +123,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="fit-and-compress the bundled carphone clip, decode and report")
     p.add_argument("-o", "--output-dir", default="nerva-demo", help="where to write the results")
-    add_fit_options(p, presets.DEMO_MODEL)
+    add_fit_options(p, model=None)
+
+    p = sub.add_parser("rd", help="rate-distortion sweep of INR models and x264/x265/AV1 on one clip")
+    p.add_argument("clip", help="a bundled clip name (carphone, bigbuckbunny) or a video path")
+    p.add_argument("-o", "--output", required=True, help="results file (JSON lines; finished rows are kept)")
+    p.add_argument("--codecs", default="hnerv,nerv,x264,x265,av1",
+                   help="comma list of models and baselines (x264, x265, av1 or e.g. x265-medium)")
+    p.add_argument("--points", type=_positive(int), default=4, help="rate points per codec (default 4)")
+    p.add_argument("--frames", type=parse_range, help="frame range A:B of the clip")
+    p.add_argument("--resize", type=parse_wh, help="resize frames to WxH first")
+    p.add_argument("--epochs", type=_positive(float), default=60, help="INR fitting epochs (default 60)")
+    p.add_argument("--bits", type=_bits, default=6,
+                   help="INR quantization bits (default 6: bench/quant.py measured -0.16 dB for 26%% fewer bytes than 8)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -131,6 +145,9 @@ def _handler(command: str):
     if command in ("decode", "info"):
         from codec import cli as codec_cli
         return getattr(codec_cli, f"cmd_{command}")
+    if command == "rd":
+        from eval import rd
+        return rd.cmd_rd
     from train import cli as train_cli
     return getattr(train_cli, f"cmd_{command}")
 

@@ -140,3 +140,14 @@ def test_decode_frames_past_the_end_is_a_usage_error(fitted, capsys, tmp_path):
     _, path = fitted
     assert main(["decode", str(path), "-o", str(tmp_path / "o.mp4"), "--frames", "0:99"]) == 2
     assert_one_line_error(capsys, "0:99")
+
+
+@pytest.mark.slow
+def test_demo_writes_the_file_and_a_decoded_video_and_reports(capsys, tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "--size", "15k", "--epochs", "0.2", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert (out / "carphone.nerva").is_file() and (out / "carphone_decoded.mp4").is_file()
+    for word in ("bpp", "PSNR", "MS-SSIM", "frames/s"):
+        assert word in text
+    assert read_video(out / "carphone_decoded.mp4").frames.shape == (120, 144, 176, 3)

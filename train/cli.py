@@ -5,16 +5,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from codec import api, metrics
+from codec import api
 from codec.api import QuantPolicy
 from codec.container import write_atomic
-from codec.decoder import decode_frames
+from codec.decoder import decode_frames, measure_file
 from inr import registry
 from inr.config import Geometry
 from inr.errors import ConfigError
@@ -62,23 +61,17 @@ def fit_video(video: Video, output: Path, args, checkpoint_every: int = 500, res
 
 
 def summarize(path: Path, source: np.ndarray, enc: Encoded) -> dict:
-    """Decodes the written file (not the encoder's copy) and measures it against the source frames."""
-    data = api.read_file(path)
-    config, variables = api.decompress(data)
-    decoded = decode_frames(config, variables)            # compiles, then decodes
-    t = time.perf_counter()
-    decoded = decode_frames(config, variables)
-    decode_fps = decoded.shape[0] / (time.perf_counter() - t)
-    q = metrics.measure(source, decoded)
-    g = config.geometry
+    """Decodes the written file (not the encoder's copy), measures it against the source frames."""
+    rep = measure_file(path, source)
+    g, q = rep.config.geometry, rep.quality
     return {
-        "codec": registry.spec_of(config).name, "file": str(path), "bytes": len(data),
+        "codec": registry.spec_of(rep.config).name, "file": str(path), "bytes": rep.bytes,
         "frames": g.frames, "height": g.height, "width": g.width,
-        "bpp": 8 * len(data) / g.pixels, "psnr": q.psnr, "psnr_y": q.psnr_y, "ms_ssim": q.ms_ssim,
+        "bpp": rep.bpp, "psnr": q.psnr, "psnr_y": q.psnr_y, "ms_ssim": q.ms_ssim,
         "ms_ssim_scales": q.ms_ssim_scales, "float_psnr": enc.fit.float_psnr,
         "params": sum(int(np.prod(x.symbols.shape)) for x in enc.quantized.values()),
-        "encode_s": enc.fit.seconds, "train_fps": enc.fit.train_frames_per_s, "decode_fps": decode_fps,
-        "config": config.to_dict(),
+        "encode_s": enc.fit.seconds, "train_fps": enc.fit.train_frames_per_s, "decode_fps": rep.decode_fps,
+        "config": rep.config.to_dict(),
     }
 
 
@@ -107,6 +100,7 @@ def cmd_demo(args) -> int:
     """Fits the bundled carphone clip with the demo preset, writes the file and a decoded video."""
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    args.model = args.model or presets.DEMO_MODEL
     args.epochs = args.epochs or presets.DEMO_EPOCHS
     clip = bundled_clip("carphone")
     print(f"nerva demo: fitting {clip.name} with {args.model}; results go to {out}/")

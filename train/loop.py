@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import re
 import time
 from typing import Any, Callable
 
@@ -170,6 +169,50 @@ def init_state(spec, config, train: TrainConfig) -> _State:
     return _State(variables, aux, opt, masks)
 
 
+class _Meter:
+    """Running means of loss and MSE between progress-bar updates, and the compile-free step timing."""
+
+    def __init__(self):
+        self.loss, self.mse, self.n = 0.0, 0.0, 0
+        self.timed_steps, self.timed_s = 0, 0.0
+
+    def add(self, loss: float, mse: float) -> None:
+        self.loss, self.mse, self.n = self.loss + loss, self.mse + mse, self.n + 1
+
+    def row(self, phase: str, step: int) -> dict:
+        row = {"phase": phase, "step": step, "loss": self.loss / self.n,
+               "psnr": -10 * math.log10(max(self.mse / self.n, 1e-12))}
+        self.loss, self.mse, self.n = 0.0, 0.0, 0
+        return row
+
+
+def _run_phase(step, tree, frames_dev, key, steps: range, done: int, phase: Phase, meter: _Meter,
+               history: list, bar, checkpointer, log_every: int):
+    """Runs local steps `steps` of one phase; returns (state tree, global steps done)."""
+    for s in steps:
+        ts = time.perf_counter()
+        tree, loss, mse = step(tree, frames_dev, key, jnp.int32(s))
+        meter.add(float(loss), float(mse))
+        if s > 0:   # the first step of a phase pays for compilation
+            meter.timed_steps, meter.timed_s = meter.timed_steps + 1, meter.timed_s + time.perf_counter() - ts
+        done += 1
+        if bar:
+            bar.update(1)
+        if meter.n == log_every or s == steps[-1]:
+            history.append(meter.row(phase.name, done))
+            if bar:
+                bar.set_postfix_str(f"{phase.name} loss {history[-1]['loss']:.4f} "
+                                    f"psnr {history[-1]['psnr']:.2f}")
+        if checkpointer is not None:
+            checkpointer.maybe_save(done, tree)
+    return tree, done
+
+
+def _resume(checkpointer, state: _State) -> tuple[int, _State]:
+    restored = checkpointer.restore(state.tree()) if checkpointer is not None else None
+    return (0, state) if restored is None else (restored[0], _State.of(restored[1]))
+
+
 def fit(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, *, progress=None,
         checkpointer=None, log_every: int = 50) -> FitResult:
     """Fits `config`'s model to `frames` through every phase of `train`.
@@ -182,48 +225,24 @@ def fit(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, *, 
       FitResult with the float variables to quantize, history and speed figures.
     """
     spec = registry.spec_of(config)
-    state = init_state(spec, config, train)
     steps = phase_steps(train, frames.shape[0])
     starts = np.cumsum([0] + steps)
-    done = 0
-    if checkpointer is not None:
-        restored = checkpointer.restore(state.tree())
-        if restored is not None:
-            done, tree = restored
-            state = _State.of(tree)
+    done, state = _resume(checkpointer, init_state(spec, config, train))
     frames_dev = jnp.asarray(frames)
     shuffle_key = jax.random.fold_in(jax.random.key(train.seed), 2)
     bar = progress(int(starts[-1])) if progress else None
     if bar:
         bar.update(done)
-    history, t0, float_psnr = [], time.perf_counter(), None
-    timed_steps, timed_s = 0, 0.0
+    history, meter, t0, float_psnr = [], _Meter(), time.perf_counter(), None
     for k, phase in enumerate(train.phases):
         if done >= starts[k + 1]:
             continue
         if done <= starts[k]:
             state = _start_phase(spec, config, train, k, state, frames)
         step = make_step(config, train, phase, steps[k], policy, frames.shape[0])
-        key = jax.random.fold_in(shuffle_key, k)
-        tree, run_loss, run_mse, n_run = state.tree(), 0.0, 0.0, 0
-        for s in range(done - starts[k], steps[k]):
-            ts = time.perf_counter()
-            tree, loss, mse = step(tree, frames_dev, key, jnp.int32(s))
-            run_loss, run_mse, n_run = run_loss + float(loss), run_mse + float(mse), n_run + 1
-            if s > 0:   # the first step of a phase pays for compilation
-                timed_steps, timed_s = timed_steps + 1, timed_s + time.perf_counter() - ts
-            done += 1
-            if bar:
-                bar.update(1)
-            if n_run == log_every or s == steps[k] - 1:
-                row = {"phase": phase.name, "step": done, "loss": run_loss / n_run,
-                       "psnr": -10 * math.log10(max(run_mse / n_run, 1e-12))}
-                history.append(row)
-                if bar:
-                    bar.set_postfix_str(f"{phase.name} loss {row['loss']:.4f} psnr {row['psnr']:.2f}")
-                run_loss, run_mse, n_run = 0.0, 0.0, 0
-            if checkpointer is not None:
-                checkpointer.maybe_save(done, tree)
+        tree, done = _run_phase(step, state.tree(), frames_dev, jax.random.fold_in(shuffle_key, k),
+                                range(done - starts[k], steps[k]), done, phase, meter, history, bar,
+                                checkpointer, log_every)
         state = _State.of(tree)
         end_psnr = _evaluate(_eval_fn(config, phase, policy), state.variables, state.aux, frames)
         history.append({"phase": phase.name, "step": done, "phase_end_psnr": end_psnr})
@@ -234,5 +253,5 @@ def fit(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, *, 
     variables = state.variables
     if spec.finalize is not None and train.phases[-1].use_encoder:
         variables = spec.finalize(config, variables, state.aux, frames)
-    fps = timed_steps * train.batch / timed_s if timed_s > 0 else float("nan")
+    fps = meter.timed_steps * train.batch / meter.timed_s if meter.timed_s > 0 else float("nan")
     return FitResult(variables, history, time.perf_counter() - t0, fps, float_psnr)

@@ -1,0 +1,63 @@
+"""`nerva rd`: a small sweep writes rows, plots and a BD table, and a re-run skips finished rows."""
+
+import pytest
+
+from eval import rd
+from eval.cli import main
+from eval.results import read_rows
+from inr.config import Geometry
+from inr.errors import ConfigError
+
+SMALL = ["--frames", "0:6", "--resize", "64x48", "--points", "2", "--epochs", "1", "--quiet"]
+
+
+@pytest.mark.slow
+def test_sweep_writes_rows_plots_and_bd_table_and_resumes(tmp_path, capsys):
+    out = tmp_path / "rd.jsonl"
+    argv = ["rd", "carphone", "-o", str(out), "--codecs", "nerv,x265-medium", *SMALL]
+    assert main(argv) == 0
+    rows = read_rows(out)
+    assert sorted({r.codec for r in rows}) == ["nerv", "x265-medium"]
+    assert len(rows) == 4
+    for r in rows:
+        assert r.bpp == pytest.approx(8 * r.bytes / (6 * 48 * 64))
+        assert r.frames == 6 and (r.height, r.width) == (48, 64)
+    assert (tmp_path / "rd.png").stat().st_size > 0 and (tmp_path / "rd.svg").stat().st_size > 0
+    text = capsys.readouterr().out
+    assert "BD-rate vs x265-medium" in text
+    before = out.read_text()
+    assert main(argv) == 0          # every row is already there: nothing is run again
+    assert out.read_text() == before
+
+
+def test_codec_groups_expand_and_unknown_codecs_are_refused():
+    assert rd.expand_codecs("nerv,x265") == ["nerv", "x265-medium", "x265-veryslow"]
+    with pytest.raises(ConfigError, match="unknown codec 'x266'"):
+        rd.expand_codecs("x266")
+
+
+def test_inr_points_cover_the_bpp_range_in_increasing_size():
+    g = Geometry.of(120, 144, 176, 30)
+    sizes = [p.n_params for p in rd.inr_points("nerv", g, 4)]
+    assert len(sizes) == 4 and sizes == sorted(sizes)
+    assert sizes[-1] == rd.params_for_bpp(g, rd.BPP_RANGE[1], 8)
+    assert sizes[-1] > 10 * sizes[0]
+
+
+def test_inr_points_on_a_tiny_clip_start_at_the_smallest_model():
+    sizes = [p.n_params for p in rd.inr_points("hnerv", Geometry.of(6, 48, 64, 30), 3)]
+    assert len(sizes) == 3 and sizes == sorted(sizes) and sizes[-1] >= 8 * sizes[0] * 0.99
+
+
+def test_bd_table_is_zero_for_the_anchor_against_itself():
+    from codec.metrics import Quality
+    from eval.results import new_row
+
+    def row(codec, bpp, q):   # a 1×1×8000-pixel "clip", so bpp = bytes / 1000
+        return new_row(codec=codec, preset=f"{bpp}", clip="c", shape=(1, 1, 8000), num_bytes=round(bpp * 1000),
+                       quality=Quality(q, q, 0.9, 1), encode_s=0.0, decode_fps=0.0, config={})
+    rows = [row("x265-medium", b, q) for b, q in [(0.1, 30), (0.2, 33), (0.4, 36), (0.8, 39)]]
+    rows += [row("nerv", 2 * b, q) for b, q in [(0.1, 30), (0.2, 33), (0.4, 36), (0.8, 39)]]
+    table = {e["codec"]: e for e in rd.bd_table(rows, anchors=("x265-medium",))}
+    assert table["x265-medium"]["vs x265-medium"] == pytest.approx(0.0, abs=1e-9)
+    assert table["nerv"]["vs x265-medium"] == pytest.approx(100.0, abs=1e-6)
