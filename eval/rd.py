@@ -8,7 +8,6 @@ bytes are the sum of the video packets. Finished rows (by key) are skipped, so a
 from __future__ import annotations
 
 import dataclasses
-import math
 import tempfile
 import time
 from pathlib import Path
