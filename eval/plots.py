@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")   # files only; notebooks call `figure` and display it themselves
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 from eval.results import Row  # noqa: E402
 
@@ -33,6 +34,10 @@ def figure(rows: list[Row], title: str = ""):
         axes[1].plot(bpp, [r.ms_ssim for r in group], style, marker="o", ms=4, label=codec)
     for ax, ylabel in zip(axes, ("PSNR (dB, RGB)", "MS-SSIM")):
         ax.set_xscale("log")
+        # label 1, 2 and 5 of every decade as plain numbers (0.02, 0.05, 0.1, ...)
+        ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_xlabel("bits per pixel (file size)")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
