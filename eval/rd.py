@@ -137,6 +137,8 @@ def sweep(frames: np.ndarray, fps: float, clip: str, codecs: list[str], out: Pat
     bar = progress(len(todo)) if progress else None
     with tempfile.TemporaryDirectory() as tmp:
         for p in todo:
+            if p.key(clip, geometry.frames) in done_keys(out):
+                continue   # another sweep writing to the same file finished it meanwhile
             if bar:
                 bar.set_postfix_str(f"{p.codec} {p.preset}")
             if p.codec in baselines.CODECS:
