@@ -11,18 +11,22 @@ x264-medium, and appends the clip's wall time to bench/results/rd_runs.jsonl. Cl
     python bench/rd.py --clips carphone --codecs nerv,x265 --points 6
     python bench/rd.py --quick                           # smoke test: 6 frames at 64x48, 2 points, 1 epoch
 
-Expected runtime on 2 idle CPU cores with the defaults (4 points per codec, 60 + 6 epochs, 6 bits):
-about 3 hours, most of it bigbuckbunny's large HNeRV points. Estimated as XLA's FLOPs of every training
-step of a point (bench/speed.py's count) over the training GFLOP/s that the fits in
-bench/results/fit_carphone.jsonl achieved (NeRV ~20, HNeRV ~25-35 GFLOP/s), plus 1-2.5 min per point:
-  - carphone, ~40 min: NeRV 11k-276k parameters 1.5-3.5 min a point; HNeRV 28k-276k 3-15 min a point;
-    20 baseline points ~5 min (x265 veryslow is the slow one).
-  - bigbuckbunny 320x180, ~2.5 hours (2.5x carphone's pixels, points up to 691k parameters): NeRV
-    28k-691k 2.5-11 min a point; HNeRV about 4, 12, 22 and 55-75 min (691k: 26 GFLOP per step, 4356
-    steps); baselines ~15 min.
-  - --quick: about 2 minutes, mostly compilation.
-On a shared machine (another fit on the cores) expect 1.5-2x longer. Run it unattended (nohup); the
-resume makes an interruption cheap.
+Expected runtime on 2 CPU cores with the defaults (4 points per codec, 60 + 6 epochs, 6 bits):
+about 3 hours in all, most of it bigbuckbunny's large HNeRV points.
+  - carphone, ~45 min, measured (`nerva rd carphone` with these settings, on a shared machine): NeRV
+    11k-276k parameters 1-3 min a point (9 min); HNeRV 28k-276k 6.5-11 min a point (35 min); the 20
+    baseline points 4 min, almost all x265 veryslow. bench/results/fit_carphone.jsonl agrees (NeRV
+    2-2.5 min, HNeRV 4.5-9 min at 50k-200k parameters and 66 epochs).
+  - bigbuckbunny 320x180, ~2.5 hours, estimated: 2.5x carphone's pixels per frame, 132 frames, points at
+    28k, 81k, 236k and 691k parameters. Each fit is 66 epochs x 132 frames = 8712 frames through the
+    training step; at the training frames/s that bench/speed.py measures at those sizes on this clip
+    (NeRV 78, 25, 25, 17; HNeRV 38, 12, 8.3, 2.4 frames/s) plus 1-2 min a point for compilation,
+    evaluation and decoding: NeRV 3-10 min a point (~30 min), HNeRV about 5, 14, 19 and 62 min (~1.7 h),
+    baselines ~10 min.
+  - --quick: about 1.5 minutes, mostly compilation.
+The fit times scale with the per-step cost that bench/speed.py reports (XLA's FLOPs of a step over the
+GFLOP/s achieved), so on a busier or slower machine scale accordingly. Run it unattended (nohup); the
+resume makes an interruption cheap; rows already in the results file are reused.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ For each registered model (the registry is walked, no list) at one parameter bud
   - training frames/s: the real jitted step of `train.loop.make_step` (fit phase, batch 2, the model's
     preset optimiser; HNeRV trains its encoder, as in a real fit), steady state after warm-up, median of
     timed rounds, synchronised on the loss every step as the fitting loop is;
-  - decode frames/s: `codec.decoder.decode_frames` at batch 8 after compilation, median of rounds;
+  - decode frames/s: `codec.decoder.decode_frames` at batch 8 after compilation, median of 3 rounds of
+    64 frames;
   - FLOPs from the compiled programs: XLA's `cost_analysis()['flops']` of the decoder's forward pass for
     one frame and of one whole training step (forward, backward, Adam, batch shuffling);
   - achieved GFLOP/s = frames/s x FLOPs, and that as a fraction of the machine's fp32 matmul peak
@@ -62,11 +63,26 @@ ROUNDS = 5            # timed rounds; the median is reported
 ROUND_S = 1.0         # each training round runs enough steps to last about this long
 
 COLUMNS = [("model", "model", "{}"), ("params", "params", "{:,}"),
-           ("fwd_mflop", "fwd MFLOP/frame (XLA)", "{:.1f}"), ("fwd_mflop_analytic", "2·MAC MFLOP", "{}"),
+           ("fwd_mflop", "fwd MFLOP/frame (XLA)", "{:.1f}"), ("fwd_mflop_analytic", "2·MAC MFLOP", "{:.1f}"),
            ("step_gflop", "train step GFLOP (XLA)", "{:.3f}"), ("step_over_fwd", "step/fwd", "{:.2f}"),
            ("train_fps", "train fps", "{:.1f}"), ("train_gflops", "train GFLOP/s", "{:.1f}"),
            ("train_peak_frac", "% peak", "{:.1%}"), ("decode_fps", "decode fps", "{:.0f}"),
            ("decode_gflops", "decode GFLOP/s", "{:.1f}"), ("decode_peak_frac", "% peak", "{:.1%}")]
+
+
+def others_busy(seconds: float = 1.0) -> float | None:
+    """Fraction of all CPU time spent by other processes over `seconds` before the benchmark starts
+    (from /proc/stat; None where it does not exist). The cores are shared, so this is recorded."""
+    def sample():
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return fields[3] + fields[4], sum(fields)   # idle + iowait, total (clock ticks)
+    try:
+        idle0, total0 = sample()
+        time.sleep(seconds)
+        idle1, total1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 1.0 - (idle1 - idle0) / max(total1 - total0, 1)
 
 
 def xla_flops(compiled) -> float:
@@ -167,7 +183,7 @@ def run_one(model: str, size: int, frames: np.ndarray, fps: float, peak: float) 
            "fwd_flops": fwd, "fwd_flops_analytic": analytic, "step_flops": tr["step_flops"],
            "train_batch": TRAIN_BATCH, "decode_batch": DECODE_BATCH, **dec, **tr}
     row.update(fwd_mflop=fwd / 1e6, step_gflop=tr["step_flops"] / 1e9,
-               fwd_mflop_analytic="—" if analytic is None else f"{analytic / 1e6:.1f}",
+               fwd_mflop_analytic=None if analytic is None else analytic / 1e6,
                step_over_fwd=tr["step_flops"] / (TRAIN_BATCH * fwd),
                train_gflops=tr["train_fps"] / TRAIN_BATCH * tr["step_flops"] / 1e9,
                decode_gflops=dec["decode_fps"] * fwd / 1e9, config=config.to_dict())
@@ -179,7 +195,7 @@ def print_table(rows: list[dict]) -> None:
     print(" | ".join(h for _, h, _ in COLUMNS))
     print(" | ".join("---" for _ in COLUMNS))
     for r in rows:
-        print(" | ".join(f.format(r[k]) for k, _, f in COLUMNS))
+        print(" | ".join("—" if r[k] is None else f.format(r[k]) for k, _, f in COLUMNS))
 
 
 def main(argv=None) -> int:
@@ -190,10 +206,10 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=parse_size, default=100_000, help="parameter budget (default 100k)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args(argv)
-    t0, load = time.time(), os.getloadavg()[0]
-    if load > 0.5:   # 1-minute load average before this process started working
-        print(f"warning: load average {load:.1f} on {os.cpu_count()} CPUs: other processes share the cores, "
-              "so every figure below (the peak too) will be low", flush=True)
+    t0, busy = time.time(), others_busy()
+    if busy is not None and busy > 0.1:
+        print(f"warning: other processes keep {busy:.0%} of the CPUs busy: every figure below (the peak too) "
+              "will be low", flush=True)
     video, clip = load_clip(args.clip, resize=args.resize)
     label = clip + (f"@{args.resize[1]}x{args.resize[0]}" if args.resize else "")
     peak = matmul_peak()
@@ -204,7 +220,7 @@ def main(argv=None) -> int:
     for model in args.models.split(","):
         row = run_one(model, args.size, video.frames, video.fps, peak["gflops"])
         row.update(clip=label, shape=list(video.frames.shape[:3]), matmul_gflops=peak["gflops"],
-                   jax=jax.__version__, machine=platform.machine(), cpus=os.cpu_count(), load_before=load,
+                   jax=jax.__version__, machine=platform.machine(), cpus=os.cpu_count(), cpu_busy_before=busy,
                    python=sys.version.split()[0],
                    created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
         rows.append(row)
