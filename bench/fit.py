@@ -24,10 +24,10 @@ from codec.container import write_atomic
 from eval.cli import parse_size
 from inr.config import Geometry
 from inr.video import bundled_clip, read_video
+from table import print_table   # bench/table.py: Python puts the script's folder on sys.path
 from train import presets
 from train.cli import summarize
 from train.encode import encode, make_config
-from train.schedule import standard
 
 COLUMNS = [("codec", "model", "{}"), ("params", "params", "{:,}"), ("float_psnr", "float dB", "{:.2f}"),
            ("psnr", "file dB", "{:.2f}"), ("ms_ssim", "MS-SSIM", "{:.4f}"), ("bpp", "bpp", "{:.4f}"),
@@ -38,20 +38,13 @@ COLUMNS = [("codec", "model", "{}"), ("params", "params", "{:,}"), ("float_psnr"
 def run_one(model: str, size: int, frames, fps: float, epochs: float, bits: int, workdir: Path) -> dict:
     geometry = Geometry.of(*frames.shape[:3], fps=fps)
     config = make_config(model, geometry, n_params=size, bits=bits)
-    p = presets.preset(model)
-    train = standard(epochs, lr=p.lr, batch=2).replace(beta1=p.beta1)
+    train = presets.train_config(model, epochs)
     enc = encode(config, frames, train, QuantPolicy(bits=bits))
     path = write_atomic(workdir / f"{model}_{size}.nerva", enc.data)
     row = summarize(path, frames, enc)
     row.update(size_budget=size, epochs=epochs, bits=bits)
     return row
 
-
-def print_table(rows: list[dict]) -> None:
-    print(" | ".join(h for _, h, _ in COLUMNS))
-    print(" | ".join("---" for _ in COLUMNS))
-    for r in rows:
-        print(" | ".join(f.format(r[k]) for k, _, f in COLUMNS))
 
 
 def main(argv=None) -> int:
@@ -78,7 +71,7 @@ def main(argv=None) -> int:
                 with out.open("a") as f:
                     f.write(json.dumps(row) + "\n")
                 print(f"done {model} {size}: {row['psnr']:.2f} dB at {row['bpp']:.4f} bpp", flush=True)
-    print_table(rows)
+    print_table(rows, COLUMNS)
     return 0
 
 

@@ -22,6 +22,7 @@ from codec.decoder import measure_file
 from eval.cli import parse_size
 from inr.config import Geometry
 from inr.video import bundled_clip, read_video
+from table import print_table   # bench/table.py: Python puts the script's folder on sys.path
 from train import presets
 from train.encode import make_config
 from train.loop import fit
@@ -56,10 +57,8 @@ def main(argv=None) -> int:
         for r in rows:
             f.write(json.dumps(r) + "\n")
     print(f"{args.model} on {args.clip}, float model {result.float_psnr:.2f} dB")
-    print("bits | bytes | bpp | file PSNR | loss vs float")
-    print("--- | --- | --- | --- | ---")
-    for r in rows:
-        print(f"{r['bits']} | {r['bytes']:,} | {r['bpp']:.4f} | {r['psnr']:.2f} | {r['loss_db']:.3f} dB")
+    print_table(rows, [("bits", "bits", "{}"), ("bytes", "bytes", "{:,}"), ("bpp", "bpp", "{:.4f}"),
+                       ("psnr", "file PSNR", "{:.2f}"), ("loss_db", "loss vs float", "{:.3f} dB")])
     return 0
 
 

@@ -48,6 +48,7 @@ from eval.rd import bd_table, expand_codecs, format_bd_table, load_clip, plan, s
 from inr import registry
 from inr.config import Geometry
 from inr.errors import ConfigError
+from table import print_table   # bench/table.py: Python puts the script's folder on sys.path
 
 CLIPS = {"carphone": None, "bigbuckbunny": parse_wh("320x180")}   # name -> resize (H, W), None = as is
 QUICK = {"frames": (0, 6), "resize": parse_wh("64x48"), "points": 2, "epochs": 1.0}
@@ -131,10 +132,9 @@ def main(argv=None) -> int:
         records.append(run_clip(name, args, codecs))
         with (args.out / "rd_runs.jsonl").open("a") as f:   # written per clip: the next may take hours
             f.write(json.dumps(records[-1]) + "\n")
-    print("clip | rows | wall s (this run) | fit+encode s (all rows)")
-    print("--- | --- | --- | ---")
-    for r in records:
-        print(f"{r['clip']} | {r['rows']} | {r['wall_s']:.0f} | {r['encode_s_sum']:.0f}")
+    print_table(records, [("clip", "clip", "{}"), ("rows", "rows", "{}"),
+                          ("wall_s", "wall s (this run)", "{:.0f}"),
+                          ("encode_s_sum", "fit+encode s (all rows)", "{:.0f}")])
     return 0
 
 

@@ -53,9 +53,9 @@ from eval.cli import parse_size, parse_wh
 from eval.rd import load_clip
 from inr import registry
 from inr.config import Geometry
+from table import print_table   # bench/table.py: Python puts the script's folder on sys.path
 from train import presets
 from train.loop import init_state, make_step, phase_steps
-from train.schedule import standard
 
 TRAIN_BATCH = 2       # frames per training step (the project default, TrainConfig.batch)
 DECODE_BATCH = 8      # frames per decoder call (decode_frames' default)
@@ -145,8 +145,7 @@ def decode_speed(config, variables, n_frames: int, rounds: int = 3) -> dict:
 def train_speed(model: str, config, frames: np.ndarray) -> dict:
     """XLA's FLOPs of one training step and the steady-state frames/s of the real jitted step."""
     spec = registry.get(model)
-    p = presets.preset(model)
-    train = standard(60, lr=p.lr, batch=TRAIN_BATCH, loss=p.loss).replace(beta1=p.beta1)
+    train = presets.train_config(model, 60, batch=TRAIN_BATCH)
     phase, n_steps = train.phases[0], phase_steps(train, frames.shape[0])[0]
     step = make_step(config, train, phase, n_steps, QuantPolicy(), frames.shape[0])
     tree = init_state(spec, config, train).tree()
@@ -191,12 +190,6 @@ def run_one(model: str, size: int, frames: np.ndarray, fps: float, peak: float) 
     return row
 
 
-def print_table(rows: list[dict]) -> None:
-    print(" | ".join(h for _, h, _ in COLUMNS))
-    print(" | ".join("---" for _ in COLUMNS))
-    for r in rows:
-        print(" | ".join("—" if r[k] is None else f.format(r[k]) for k, _, f in COLUMNS))
-
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -229,7 +222,7 @@ def main(argv=None) -> int:
         print(f"done {model}: train {row['train_fps']:.1f} fps, decode {row['decode_fps']:.0f} fps", flush=True)
     print(f"{label}: {video.num_frames} frames {video.width}x{video.height}, train batch {TRAIN_BATCH}, "
           f"decode batch {DECODE_BATCH}; % of the {peak['gflops']:.0f} GFLOP/s matmul peak")
-    print_table(rows)
+    print_table(rows, COLUMNS)
     print(f"({time.time() - t0:.0f} s)")
     return 0
 

@@ -24,7 +24,6 @@ from inr.config import Geometry
 from inr.errors import ConfigError
 from train import presets
 from train.encode import encode, make_config, params_for_bpp
-from train.schedule import standard
 
 BPP_RANGE = (0.02, 0.5)   # INR points are spread log-uniformly over this range of target bpp
 GROUPS = {"x264": ("x264-medium", "x264-veryslow"), "x265": ("x265-medium", "x265-veryslow"),
@@ -99,8 +98,7 @@ def run_inr(point: Point, frames: np.ndarray, fps: float, clip: str, epochs: flo
     """Fits, writes the .nerva file, decodes the file and measures it."""
     geometry = Geometry.of(*frames.shape[:3], fps=fps)
     config = make_config(point.codec, geometry, n_params=point.n_params, bits=point.bits)
-    p = presets.preset(point.codec)
-    train = dataclasses.replace(standard(epochs, lr=p.lr, seed=seed, loss=p.loss), beta1=p.beta1)
+    train = presets.train_config(point.codec, epochs, seed=seed)
     t = time.perf_counter()
     enc = encode(config, frames, train, QuantPolicy(bits=point.bits))
     encode_s = time.perf_counter() - t

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -21,14 +20,11 @@ from inr.video import Video, bundled_clip, read_video, write_video
 from train import presets
 from train.checkpoint import Checkpointer
 from train.encode import Encoded, encode, make_config, run_id
-from train.schedule import TrainConfig, standard
+from train.schedule import TrainConfig
 
 
 def _train_config(args, model: str) -> TrainConfig:
-    p = presets.preset(model)
-    train = standard(args.epochs or p.epochs, lr=args.lr or p.lr, prune=args.prune, batch=args.batch,
-                     seed=args.seed, loss=p.loss)
-    return dataclasses.replace(train, beta1=p.beta1)
+    return presets.train_config(model, args.epochs, args.lr, args.prune, args.batch, args.seed)
 
 
 def _progress(quiet: bool):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from train.schedule import TrainConfig, standard
+
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
@@ -34,3 +36,12 @@ DEMO_EPOCHS = 120
 
 def preset(model: str) -> Preset:
     return PRESETS.get(model, _FALLBACK)
+
+
+def train_config(model: str, epochs: float | None = None, lr: float | None = None, prune: float = 0.0,
+                 batch: int = 2, seed: int = 0, qat_epochs: float | None = None) -> TrainConfig:
+    """The standard fit -> prune -> QAT schedule with `model`'s preset (lr, β1, loss, epochs) filled in."""
+    p = preset(model)
+    train = standard(epochs or p.epochs, lr=lr or p.lr, prune=prune, qat_epochs=qat_epochs, batch=batch,
+                     seed=seed, loss=p.loss)
+    return dataclasses.replace(train, beta1=p.beta1)
