@@ -78,10 +78,21 @@ def _positive(kind):
     return parse
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of parameter counts: {text!r}") from None
+    if not sizes or sizes[0] <= 0:
+        raise argparse.ArgumentTypeError(f"parameter counts must be positive: {text!r}")
+    return sizes
+
+
 def add_fit_options(p: argparse.ArgumentParser, model: str | None = "hnerv") -> None:
     """Options shared by `fit` and `demo` (model None: the demo preset's model, resolved later)."""
     p.add_argument("--model", default=model,
-                   help=f"model family (nerv, hnerv, ...; default {model or 'the demo preset'})")
+                   help=f"model (nerv, hnerv, nervpp, cam, ...; default {model or 'the demo preset'}); "
+                        "config fields may follow, e.g. hnerv:cam_nodes=30 for HNeRV with CAM")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--size", type=parse_size, help="parameter budget, e.g. 0.2M or 150k")
     size.add_argument("--bpp", type=_positive(float), help="target bits per pixel (sets the size)")
@@ -129,8 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("clip", help="a bundled clip name (carphone, bigbuckbunny) or a video path")
     p.add_argument("-o", "--output", required=True, help="results file (JSON lines; finished rows are kept)")
     p.add_argument("--codecs", default="hnerv,nerv,x264,x265,av1",
-                   help="comma list of models and baselines (x264, x265, av1 or e.g. x265-medium)")
+                   help="comma list of models and baselines (x264, x265, av1 or e.g. x265-medium); "
+                        "a model may set config fields, e.g. hnerv:cam_nodes=30")
     p.add_argument("--points", type=_positive(int), default=4, help="rate points per codec (default 4)")
+    p.add_argument("--sizes", type=_sizes,
+                   help="comma list of INR parameter budgets, instead of --points spread over 0.02-0.5 bpp")
     p.add_argument("--frames", type=parse_range, help="frame range A:B of the clip")
     p.add_argument("--resize", type=parse_wh, help="resize frames to WxH first")
     p.add_argument("--epochs", type=_positive(float), default=60, help="INR fitting epochs (default 60)")

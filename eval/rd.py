@@ -45,12 +45,18 @@ class Point:
 
 
 def expand_codecs(names: str) -> list[str]:
-    """'hnerv,x265' -> ['hnerv', 'x265-medium', 'x265-veryslow']; unknown names are ConfigErrors."""
+    """'hnerv,x265' -> ['hnerv', 'x265-medium', 'x265-veryslow']; unknown names are ConfigErrors.
+
+    Models may carry config overrides (inr.registry.parse): 'nerv,hnerv:cam_nodes=30'.
+    """
     out = []
     for name in (n.strip() for n in names.split(",") if n.strip()):
         if name in GROUPS:
             out += GROUPS[name]
         elif name in baselines.CODECS or name in registry.names():
+            out.append(name)
+        elif ":" in name:   # a model with config overrides, e.g. hnerv:cam_nodes=30
+            registry.parse(name)
             out.append(name)
         else:
             raise ConfigError(f"unknown codec {name!r}; choose from {', '.join(registry.names())}, "
@@ -59,17 +65,19 @@ def expand_codecs(names: str) -> list[str]:
 
 
 def inr_points(model: str, geometry: Geometry, n_points: int, bits: int = 8, epochs: float = 60,
-               seed: int = 0) -> list[Point]:
-    """Parameter budgets for `n_points` target bpps spread over BPP_RANGE (log scale).
+               seed: int = 0, sizes: tuple[int, ...] | None = None) -> list[Point]:
+    """Parameter budgets for `n_points` target bpps spread over BPP_RANGE (log scale), or exactly
+    `sizes` when given (to compare models at matched sizes).
 
     Budgets below the model's smallest size (e.g. HNeRV's embeddings alone, or a tiny clip) are
     replaced by a log-spaced ladder from the smallest feasible size to the top of the range (at least
     8× the smallest), so every codec gets `n_points` distinct points.
     """
-    lo, hi = (params_for_bpp(geometry, b, bits) for b in BPP_RANGE)
-    smallest = _smallest_size(model, geometry, bits)
-    lo, hi = max(lo, smallest), max(hi, 8 * smallest)
-    sizes = sorted({round(lo * (hi / lo) ** (i / max(n_points - 1, 1))) for i in range(n_points)})
+    if sizes is None:
+        lo, hi = (params_for_bpp(geometry, b, bits) for b in BPP_RANGE)
+        smallest = _smallest_size(model, geometry, bits)
+        lo, hi = max(lo, smallest), max(hi, 8 * smallest)
+        sizes = sorted({round(lo * (hi / lo) ** (i / max(n_points - 1, 1))) for i in range(n_points)})
     return [Point(model, f"params={n},bits={bits},epochs={epochs:g},seed={seed}", n_params=n, bits=bits)
             for n in sizes]
 
@@ -112,25 +120,26 @@ def run_inr(point: Point, frames: np.ndarray, fps: float, clip: str, epochs: flo
 
 
 def plan(codecs: list[str], geometry: Geometry, n_points: int, bits: int = 8, epochs: float = 60,
-         seed: int = 0) -> list[Point]:
+         seed: int = 0, sizes: tuple[int, ...] | None = None) -> list[Point]:
     points = []
     for codec in codecs:
         if codec in baselines.CODECS:
             points += baseline_points(codec, n_points)
         else:
-            points += inr_points(codec, geometry, n_points, bits, epochs, seed)
+            points += inr_points(codec, geometry, n_points, bits, epochs, seed, sizes)
     return points
 
 
 def sweep(frames: np.ndarray, fps: float, clip: str, codecs: list[str], out: Path, n_points: int = 4,
-          epochs: float = 60, seed: int = 0, bits: int = 8, progress=None) -> list[Row]:
+          epochs: float = 60, seed: int = 0, bits: int = 8, progress=None,
+          sizes: tuple[int, ...] | None = None) -> list[Row]:
     """Runs every point not already in `out` (JSON lines), appending one row per point.
 
     Returns all rows of this clip and frame count found in `out` afterwards.
     """
     geometry = Geometry.of(*frames.shape[:3], fps=fps)
     finished = done_keys(out)
-    todo = [p for p in plan(codecs, geometry, n_points, bits, epochs, seed)
+    todo = [p for p in plan(codecs, geometry, n_points, bits, epochs, seed, sizes)
             if p.key(clip, geometry.frames) not in finished]
     bar = progress(len(todo)) if progress else None
     with tempfile.TemporaryDirectory() as tmp:
@@ -208,7 +217,7 @@ def cmd_rd(args) -> int:
     t = time.perf_counter()
     progress = None if args.quiet else (lambda n: tqdm(total=n, unit="point", dynamic_ncols=True))
     rows = sweep(video.frames, video.fps, clip, codecs, out, args.points, args.epochs, args.seed,
-                 args.bits, progress)
+                 args.bits, progress, args.sizes)
     rows = [r for r in rows if r.codec in codecs]
     stem = out.with_suffix("")
     paths = plots.save(rows, stem, f"{clip}: {video.num_frames} frames {video.width}x{video.height}")

@@ -54,6 +54,10 @@ class ConfigBase:
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
 
+    def lr_multipliers(self) -> tuple[tuple[str, float], ...]:
+        """(regex over 'collection/path', learning-rate multiplier) rules; first match wins, default 1."""
+        return ()
+
 
 def _to_plain(v: Any) -> Any:
     if dataclasses.is_dataclass(v):

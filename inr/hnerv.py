@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from inr import sizing
+from inr.cam import CAMOption, frame_position
 from inr.config import ConfigBase, Geometry
 from inr.grid import plan_strides
 from inr.layers import ACTIVATIONS, Conv, UpBlock, activation, gelu, output_head
@@ -20,7 +21,7 @@ REDUCE = 1.2             # --reduce: each stage has round(C_in / 1.2) channels
 
 
 @dataclasses.dataclass(frozen=True)
-class HNeRVConfig(ConfigBase):
+class HNeRVConfig(CAMOption, ConfigBase):
     """HNeRV decoder + encode-time encoder. Presets: `for_size(geometry, n_params)`; `tiny()` for tests.
 
     The stored embedding of frame t is (embed_h, embed_w, embed_channels); the decoder's 1×1 stem maps
@@ -40,8 +41,11 @@ class HNeRVConfig(ConfigBase):
     enc_strides: tuple[int, ...]    # encoder downsampling per stage; product = prod(strides)
     enc_dim: int = 32               # ConvNeXt encoder width (encode time only, not stored; HNeRV: 64)
     act: str = "gelu"               # exact erf GELU, as PyTorch's nn.GELU
+    cam_nodes: int = 0              # CAM temporal grid nodes per block (inr/cam.py); 0 = off
+    cam_lr_mult: float = 10.0       # learning-rate multiplier of the CAM tables
 
     def __post_init__(self):
+        self.check_cam()
         if not len(self.channels) == len(self.strides) == len(self.kernels):
             raise ValueError("channels, strides and kernels need one entry per stage")
         if self.act not in ACTIVATIONS:
@@ -52,9 +56,11 @@ class HNeRVConfig(ConfigBase):
             raise ValueError("encoder and decoder strides must have the same product")
 
     @classmethod
-    def for_size(cls, geometry: Geometry, n_params: int) -> "HNeRVConfig":
-        """Widest C1 whose decoder + all embeddings fit `n_params` (the reference counts embeddings too)."""
-        return sizing.solve_width(lambda w: cls.with_width(geometry, w), n_params, count_params)
+    def for_size(cls, geometry: Geometry, n_params: int, **overrides) -> "HNeRVConfig":
+        """Widest C1 whose decoder + all embeddings fit `n_params` (the reference counts embeddings too),
+        counted with `overrides` (other config fields, e.g. cam_nodes) applied."""
+        return sizing.solve_width(lambda w: cls.with_width(geometry, w).replace(**overrides), n_params,
+                                  count_params)
 
     @classmethod
     def with_width(cls, geometry: Geometry, width: int, embed_channels: int = 16) -> "HNeRVConfig":
@@ -104,16 +110,19 @@ class Decoder(nn.Module):
     config: HNeRVConfig
 
     @nn.compact
-    def __call__(self, emb: jnp.ndarray) -> jnp.ndarray:
-        """emb (B, embed_h, embed_w, embed_channels) -> frames (B, H, W, 3) in [0, 1]."""
+    def __call__(self, emb: jnp.ndarray, idx: jnp.ndarray) -> jnp.ndarray:
+        """emb (B, embed_h, embed_w, embed_channels), idx (B,) -> frames (B, H, W, 3) in [0, 1].
+
+        The frame index is read only by CAM's temporal modulation (cam_nodes > 0)."""
         c = self.config
         fh, fw = c.base_h // c.embed_h, c.base_w // c.embed_w
         x = activation(c.act)(Conv(c.stem_channels * fh * fw, 1, name="stem")(emb))
         b = x.shape[0]
         x = x.reshape(b, c.embed_h, c.embed_w, fh, fw, c.stem_channels)
         x = x.transpose(0, 1, 3, 2, 4, 5).reshape(b, c.base_h, c.base_w, c.stem_channels)
+        pos = frame_position(idx, c.geometry.frames)
         for i, (ch, s, k) in enumerate(zip(c.channels, c.strides, c.kernels)):
-            x = UpBlock(ch, s, k, c.act, name=f"block{i}")(x)
+            x = UpBlock(ch, s, k, c.act, c.cam_nodes, name=f"block{i}")(x, pos)
         x = output_head(Conv(3, 3, name="head")(x))
         return x[:, :c.geometry.height, :c.geometry.width, :]
 
@@ -166,14 +175,14 @@ class Encoder(nn.Module):
 def init(config: HNeRVConfig, key: jax.Array):
     c = config
     emb = jnp.zeros((1, c.embed_h, c.embed_w, c.embed_channels), jnp.float32)
-    params = Decoder(c).init(key, emb)["params"]
+    params = Decoder(c).init(key, emb, jnp.zeros((1,), jnp.int32))["params"]
     latents = {"embedding": jnp.zeros((c.geometry.frames,) + emb.shape[1:], jnp.float32)}
     return {"params": params, "latents": latents}
 
 
 def render(config: HNeRVConfig, variables, idx: jnp.ndarray) -> jnp.ndarray:
     emb = variables["latents"]["embedding"][idx]
-    return Decoder(config).apply({"params": variables["params"]}, emb)
+    return Decoder(config).apply({"params": variables["params"]}, emb, idx)
 
 
 def init_aux(config: HNeRVConfig, key: jax.Array):
@@ -184,7 +193,7 @@ def init_aux(config: HNeRVConfig, key: jax.Array):
 def train_render(config: HNeRVConfig, variables, aux, idx, frames):
     """Encode-time path: the embedding comes from the encoder applied to the batch's own frames."""
     emb = Encoder(config).apply({"params": aux}, frames)
-    return Decoder(config).apply({"params": variables["params"]}, emb)
+    return Decoder(config).apply({"params": variables["params"]}, emb, idx)
 
 
 def finalize(config: HNeRVConfig, variables, aux, frames, batch: int = 16):

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from inr import sizing
+from inr.cam import CAMOption, frame_position
 from inr.config import ConfigBase, Geometry
 from inr.grid import plan_strides
 from inr.layers import ACTIVATIONS, Conv, Dense, UpBlock, activation, output_head, positional_encoding
@@ -18,7 +19,7 @@ BASE_CELLS = 150   # NeRV's base grid is ~9×16 cells (bunny); the planner keeps
 
 
 @dataclasses.dataclass(frozen=True)
-class NeRVConfig(ConfigBase):
+class NeRVConfig(CAMOption, ConfigBase):
     """NeRV decoder. Presets: `for_size(geometry, n_params)`; `tiny()` for tests."""
 
     geometry: Geometry
@@ -32,17 +33,22 @@ class NeRVConfig(ConfigBase):
     pe_levels: int = 40             # positional encoding levels L (2L input features)
     kernel: int = 3                 # conv kernel of every stage
     act: str = "gelu"               # activation (NeRV code default; its README bunny runs use swish)
+    cam_nodes: int = 0              # CAM temporal grid nodes per block (inr/cam.py); 0 = off
+    cam_lr_mult: float = 10.0       # learning-rate multiplier of the CAM tables
 
     def __post_init__(self):
+        self.check_cam()
         if len(self.channels) != len(self.strides):
             raise ValueError("channels and strides need one entry per stage")
         if self.act not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.act!r}")
 
     @classmethod
-    def for_size(cls, geometry: Geometry, n_params: int) -> "NeRVConfig":
-        """The widest config (channels halve per stage down to 12) with at most `n_params` parameters."""
-        return sizing.solve_width(lambda w: cls.with_width(geometry, w), n_params, count_params)
+    def for_size(cls, geometry: Geometry, n_params: int, **overrides) -> "NeRVConfig":
+        """The widest config (channels halve per stage down to 12) with at most `n_params` parameters,
+        counted with `overrides` (other config fields, e.g. cam_nodes) applied."""
+        return sizing.solve_width(lambda w: cls.with_width(geometry, w).replace(**overrides), n_params,
+                                  count_params)
 
     @classmethod
     def with_width(cls, geometry: Geometry, width: int) -> "NeRVConfig":
@@ -72,8 +78,9 @@ class NeRV(nn.Module):
         # NeRV applies the activation after every stem layer, the last one included.
         x = act(Dense(c.base_h * c.base_w * c.stem_channels, name="stem1")(x))
         x = x.reshape(-1, c.base_h, c.base_w, c.stem_channels)
+        pos = frame_position(idx, c.geometry.frames)
         for i, (ch, s) in enumerate(zip(c.channels, c.strides)):
-            x = UpBlock(ch, s, c.kernel, c.act, name=f"block{i}")(x)
+            x = UpBlock(ch, s, c.kernel, c.act, c.cam_nodes, name=f"block{i}")(x, pos)
         x = output_head(Conv(3, 1, name="head")(x))
         return x[:, :c.geometry.height, :c.geometry.width, :]
 
@@ -94,3 +101,21 @@ SPEC = register(ModelSpec(
     name="nerv", model_id=1, config_cls=NeRVConfig, init=init, render=render,
     for_size=NeRVConfig.for_size,
     description="NeRV: positional encoding of t -> MLP -> conv/PixelShuffle blocks (baseline)"))
+
+
+@dataclasses.dataclass(frozen=True)
+class CAMConfig(NeRVConfig):
+    """NeRV with coordinate-aware modulation on: a 30-node temporal grid per block (CAM's compression
+    setting, `--mod-dim 30`). Same fields and header layout as NeRV; only the default differs."""
+
+    cam_nodes: int = 30
+
+    @classmethod
+    def tiny(cls, geometry: Geometry | None = None) -> "CAMConfig":
+        return super().tiny(geometry).replace(cam_nodes=4)
+
+
+SPEC_CAM = register(ModelSpec(
+    name="cam", model_id=4, config_cls=CAMConfig, init=init, render=render,
+    for_size=CAMConfig.for_size,
+    description="CAM: NeRV with coordinate-aware (temporal) modulation of every block"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Any, Callable
 
 from inr.errors import ConfigError
@@ -65,3 +66,41 @@ def spec_of(config: Any) -> ModelSpec:
 
 def names() -> list[str]:
     return sorted(_BY_NAME, key=lambda n: _BY_NAME[n].model_id)
+
+
+def parse(model: str) -> tuple[ModelSpec, dict[str, Any]]:
+    """A model string -> (spec, config overrides): 'hnerv' or 'hnerv:cam_nodes=30:act=swish'.
+
+    Overrides set scalar config fields (int, float, bool, str) before the model is sized, so a variant
+    such as HNeRV with CAM is sized, fitted, stored and compared like any model, with no special case.
+    Geometry and the per-stage tuples come from sizing and cannot be overridden.
+    """
+    name, *items = model.split(":")
+    spec = get(name.strip())
+    hints = typing.get_type_hints(spec.config_cls)
+    overrides: dict[str, Any] = {}
+    for item in (x.strip() for x in items):
+        key, eq, value = (x.strip() for x in item.partition("="))
+        settable = sorted(k for k, t in hints.items() if t in _PARSERS and k in _field_names(spec))
+        if not eq or key not in settable:
+            raise ConfigError(f"bad model option {item!r} for {spec.name}: use FIELD=VALUE with FIELD one of "
+                              f"{', '.join(settable)}")
+        try:
+            overrides[key] = _PARSERS[hints[key]](value)
+        except ValueError:
+            raise ConfigError(f"model option {key} needs {hints[key].__name__}, got {value!r}") from None
+    return spec, overrides
+
+
+def _parse_bool(v: str) -> bool:
+    if v.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(v)
+    return v.lower() in ("true", "1")
+
+
+_PARSERS: dict[type, Callable[[str], Any]] = {int: int, float: float, bool: _parse_bool, str: str}
+
+
+def _field_names(cls_or_spec) -> set[str]:
+    cls = cls_or_spec.config_cls if isinstance(cls_or_spec, ModelSpec) else cls_or_spec
+    return {f.name for f in dataclasses.fields(cls)}

@@ -51,15 +51,21 @@ def run_id(config, train: TrainConfig, policy: QuantPolicy, frames: np.ndarray) 
 
 def make_config(model: str, geometry: Geometry, n_params: int | None = None, bpp: float | None = None,
                 bits: int = 8):
-    """The registered model's config for this video, sized by parameter count or by target bpp."""
-    spec = registry.get(model)
+    """The registered model's config for this video, sized by parameter count or by target bpp.
+
+    `model` is a model string ('hnerv', or with config overrides 'hnerv:cam_nodes=30'; see
+    inr.registry.parse); the overrides take part in the sizing."""
+    spec, overrides = registry.parse(model)
     if (n_params is None) == (bpp is None):
         raise ConfigError("give exactly one of a model size and a target bpp")
     if bpp is not None:
         if bpp <= 0:
             raise ConfigError(f"--bpp must be positive, got {bpp}")
         n_params = params_for_bpp(geometry, bpp, bits)
-    return spec.for_size(geometry, n_params)
+    try:
+        return spec.for_size(geometry, n_params, **overrides)
+    except ValueError as e:   # a config constraint broken by an override, e.g. cam_nodes=-1
+        raise ConfigError(f"{model}: {e}") from None
 
 
 def encode(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, **fit_kwargs) -> Encoded:

@@ -70,6 +70,15 @@ def _lr(phase: Phase, step, n_steps: int):
     return jnp.where(s < warm, up, down)
 
 
+def _lr_scaler(config) -> Callable:
+    """Multiplies each stored tensor's update by its config learning-rate rule (e.g. CAM tables 10x)."""
+    rules = config.lr_multipliers()
+    if not rules:
+        return lambda updates: updates
+    return lambda updates: jax.tree_util.tree_map_with_path(
+        lambda p, u: u * first_match(path_str(p), rules, 1.0), updates)
+
+
 def _forward_fn(config, phase: Phase, policy: QuantPolicy) -> Callable:
     """(variables, aux, idx, frames) -> predicted frames, as this phase sees them."""
     spec = registry.spec_of(config)
@@ -95,6 +104,7 @@ def make_step(config, train: TrainConfig, phase: Phase, n_steps: int, policy: Qu
     forward = _forward_fn(config, phase, policy)
     loss_fn = LOSSES[train.loss]
     per_epoch = max(n_frames // train.batch, 1)
+    lr_scaled = _lr_scaler(config)
 
     def step(tree, frames, key, s):
         epoch = s // per_epoch
@@ -109,6 +119,7 @@ def make_step(config, train: TrainConfig, phase: Phase, n_steps: int, policy: Qu
         trainable = {"variables": tree["variables"], "aux": tree["aux"]}
         (loss, mse), grads = jax.value_and_grad(objective, has_aux=True)(trainable)
         updates, opt = tx.update(grads, tree["opt"], trainable)
+        updates = {"variables": lr_scaled(updates["variables"]), "aux": updates["aux"]}
         lr = _lr(phase, s, n_steps)
         trainable = jax.tree.map(lambda p, u: p - lr * u, trainable, updates)
         variables = jax.tree.map(lambda p, m: p * m, trainable["variables"], tree["masks"])

@@ -1,5 +1,7 @@
 """Every registered model family: init, shapes, parameter counts, config round trips, and that it learns."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,62 +17,83 @@ from inr.registry import ModelSpec, register
 from train.loop import fit
 from train.schedule import Phase, TrainConfig
 
+# Every registered model, plus the backbones that can switch CAM on from their config.
+VARIANTS = inr.names() + ["hnerv:cam_nodes=4", "nervpp:cam_nodes=4"]
 # Golden parameter counts of each tiny() config (default 8×32×48 geometry): a change is deliberate.
-TINY_PARAMS = {"nerv": 18027, "hnerv": 15939}
+TINY_PARAMS = {"nerv": 18027, "hnerv": 15939, "nervpp": 20415, "cam": 18155,
+               "hnerv:cam_nodes=4": 16195, "nervpp:cam_nodes=4": 20543}
 
 
-@pytest.fixture(scope="module", params=inr.names())
-def spec(request) -> ModelSpec:
-    return inr.get(request.param)
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A registered model with config overrides (inr.registry.parse), sized and built like the model."""
+
+    name: str
+    spec: ModelSpec
+    overrides: dict
+
+    def tiny(self, geometry=None):
+        return self.spec.config_cls.tiny(geometry).replace(**self.overrides)
+
+    def for_size(self, geometry, n_params):
+        return self.spec.for_size(geometry, n_params, **self.overrides)
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
+def model(request) -> Variant:
+    return Variant(request.param, *inr.registry.parse(request.param))
 
 
 def test_every_registered_model_has_a_golden_parameter_count():
-    assert sorted(TINY_PARAMS) == sorted(inr.names())
+    assert all(n in TINY_PARAMS for n in inr.names())
 
 
-def test_tiny_parameter_count_matches_golden(spec):
-    assert sizing.count(spec.init, spec.config_cls.tiny()) == TINY_PARAMS[spec.name]
+def test_tiny_parameter_count_matches_golden(model):
+    assert sizing.count(model.spec.init, model.tiny()) == TINY_PARAMS[model.name]
 
 
-def test_render_gives_frames_of_the_source_size_in_unit_range(spec):
+def test_render_gives_frames_of_the_source_size_in_unit_range(model):
     for geometry in (Geometry.of(4, 32, 48), Geometry.of(3, 35, 33)):   # odd sizes too
-        config = spec.config_cls.tiny(geometry)
-        variables = jax.jit(spec.init, static_argnums=0)(config, jax.random.key(0))
-        out = jax.jit(spec.render, static_argnums=0)(config, variables, jnp.array([0, 2]))
+        config = model.tiny(geometry)
+        variables = jax.jit(model.spec.init, static_argnums=0)(config, jax.random.key(0))
+        out = jax.jit(model.spec.render, static_argnums=0)(config, variables, jnp.array([0, 2]))
         assert out.shape == (2, geometry.height, geometry.width, 3)
         assert out.dtype == jnp.float32
         assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
 
 
-def test_init_is_deterministic_in_the_key(spec):
-    config = spec.config_cls.tiny()
-    init = jax.jit(spec.init, static_argnums=0)
+def test_init_is_deterministic_in_the_key(model):
+    config = model.tiny()
+    init = jax.jit(model.spec.init, static_argnums=0)
     a, b, c = (init(config, jax.random.key(k)) for k in (0, 0, 1))
     assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
     assert not all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(c)))
 
 
-def test_config_dict_round_trip_is_exact(spec):
-    for config in (spec.config_cls.tiny(), spec.for_size(Geometry.of(120, 144, 176, 30000 / 1001), 100_000)):
-        assert spec.config_cls.from_dict(config.to_dict()) == config
+def test_config_dict_round_trip_is_exact(model):
+    for config in (model.tiny(), model.for_size(Geometry.of(120, 144, 176, 30000 / 1001), 100_000)):
+        assert model.spec.config_cls.from_dict(config.to_dict()) == config
         hash(config)   # configs are jit static arguments
 
 
-def test_for_size_hits_the_budget_from_below(spec):
+def test_for_size_hits_the_budget_from_below(model):
     g = Geometry.of(120, 144, 176, 30)
     for budget in (50_000, 200_000):
-        n = sizing.count(spec.init, spec.for_size(g, budget))
+        config = model.for_size(g, budget)
+        assert all(getattr(config, k) == v for k, v in model.overrides.items())
+        n = sizing.count(model.spec.init, config)
         assert 0.8 * budget <= n <= budget
 
 
-def test_impossibly_small_budget_is_a_config_error(spec):
+def test_impossibly_small_budget_is_a_config_error(model):
     with pytest.raises(ConfigError, match="budget"):
-        spec.for_size(Geometry.of(120, 144, 176, 30), 10)
+        model.for_size(Geometry.of(120, 144, 176, 30), 10)
 
 
-def test_model_learns_a_real_clip(spec, carphone_small):
+def test_model_learns_a_real_clip(model, carphone_small):
     t, h, w = carphone_small.shape[:3]
-    config = spec.config_cls.tiny(Geometry.of(t, h, w))
+    config = model.tiny(Geometry.of(t, h, w))
+    spec = model.spec
     train = TrainConfig((Phase("fit", 30, 3e-3, warmup=0.1, use_encoder=True),), batch=2)
     variables = jax.jit(spec.init, static_argnums=0)(config, jax.random.key(0))
     target = jnp.asarray(carphone_small, jnp.float32) / 255
@@ -80,15 +103,16 @@ def test_model_learns_a_real_clip(spec, carphone_small):
     result = fit(config, carphone_small, train, QuantPolicy())
     after = spec.render(config, result.variables, jnp.arange(t))
     gain = mean_psnr(psnr(target, after)) - mean_psnr(psnr(target, before))
-    assert gain > 3.0, f"{spec.name} gained only {gain:.2f} dB"
+    assert gain > 3.0, f"{model.name} gained only {gain:.2f} dB"
 
 
-@pytest.mark.parametrize("name", [n for n in inr.names() if inr.get(n).finalize is not None])
+@pytest.mark.parametrize("name", [n for n in VARIANTS if inr.registry.parse(n)[0].finalize is not None])
 def test_finalized_variables_render_what_the_encoder_path_rendered(name, carphone_small):
     """Families with an encode-time encoder: after `finalize`, render == train_render on every frame."""
-    spec = inr.get(name)
+    variant = Variant(name, *inr.registry.parse(name))
+    spec = variant.spec
     t, h, w = carphone_small.shape[:3]
-    config = spec.config_cls.tiny(Geometry.of(t, h, w))
+    config = variant.tiny(Geometry.of(t, h, w))
     variables = jax.jit(spec.init, static_argnums=0)(config, jax.random.key(0))
     aux = spec.init_aux(config, jax.random.key(1))
     aux = jax.tree.map(lambda x: x + 0.5 * jax.random.normal(jax.random.key(2), x.shape), aux)

@@ -1,0 +1,165 @@
+"""NeRV++ (Ghorbel & Hamidouche, 2024): NeRV with a gated MLP stem and upsampling blocks sandwiched
+between a gated depthwise-conv block and a separable residual block, plus a bilinear skip per stage.
+
+Follows the released code (`models/model_best.py`, digest in shared/research §4.2); where this differs
+from it or the reference is silent:
+- The gated block is MambaOut's GatedCNNBlock (LayerNorm -> Linear C->2h -> split (g, i, c) -> depthwise
+  5x5 on c -> Linear(GELU(g) * [i, c]) + input, h = int(8/3 C)). Its LayerNorm has no affine parameters
+  here: the Linear right after it absorbs any per-channel scale and shift exactly, so they would only
+  add stored parameters (and a scale near 1 quantizes badly with a range that contains 0).
+- The separable residual block's hidden width is C (the digest gives no expansion).
+- Bilinear skip: jax.image.resize "linear" (half-pixel centres, PyTorch's align_corners=False).
+- Channel rule, base grid and stem width as our NeRV (`NeRVConfig.with_width`): at equal parameter
+  budgets (`for_size`) the two are compared at equal size, as the paper sizes NeRV++ to NeRV-S/M/L.
+- Exact GELU in the gated and residual blocks, tanh GELU in the stem (as the reference), swish after
+  the PixelShuffle (the reference's README commands).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from inr import sizing
+from inr.cam import CAMOption, frame_position
+from inr.config import ConfigBase, Geometry
+from inr.grid import plan_strides
+from inr.layers import ACTIVATIONS, Conv, Dense, UpBlock, activation, gelu, output_head, positional_encoding
+from inr.nerv import BASE_CELLS
+from inr.registry import ModelSpec, register
+
+
+@dataclasses.dataclass(frozen=True)
+class NeRVPPConfig(CAMOption, ConfigBase):
+    """NeRV++ decoder. Presets: `for_size(geometry, n_params)`; `tiny()` for tests."""
+
+    geometry: Geometry
+    strides: tuple[int, ...]        # per-stage upsampling factors (from inr.grid.plan_strides)
+    base_h: int                     # base grid rows; base_h·prod(strides) >= height (extra rows cropped)
+    base_w: int                     # base grid columns
+    stem_width: int                 # hidden width h of the gated stem (fc1: 2L -> 2h)
+    stem_channels: int              # channels of the stem's base-grid output (C1)
+    channels: tuple[int, ...]       # output channels of each stage
+    pe_base: float = 1.25           # positional encoding base b: sin/cos(t·b^i·π), interleaved
+    pe_levels: int = 40             # positional encoding levels L (2L input features)
+    act: str = "swish"              # activation after each PixelShuffle
+    gate_expansion: float = 8 / 3   # gated block hidden width = int(gate_expansion · C)
+    gate_kernel: int = 5            # depthwise kernel of the gated block
+    cam_nodes: int = 0              # CAM temporal grid nodes per block (inr/cam.py); 0 = off
+    cam_lr_mult: float = 10.0       # learning-rate multiplier of the CAM tables
+
+    def __post_init__(self):
+        if len(self.channels) != len(self.strides):
+            raise ValueError("channels and strides need one entry per stage")
+        if self.act not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.act!r}")
+        if not 1 <= self.gate_expansion <= 16 or self.gate_kernel < 1 or self.gate_kernel % 2 == 0:
+            raise ValueError("gate_expansion must lie in [1, 16] and gate_kernel be odd and positive")
+        self.check_cam()
+
+    @classmethod
+    def for_size(cls, geometry: Geometry, n_params: int, **overrides) -> "NeRVPPConfig":
+        """The widest config with at most `n_params` parameters, `overrides` applied."""
+        return sizing.solve_width(lambda w: cls.with_width(geometry, w).replace(**overrides), n_params,
+                                  count_params)
+
+    @classmethod
+    def with_width(cls, geometry: Geometry, width: int) -> "NeRVPPConfig":
+        plan = plan_strides(geometry.height, geometry.width, BASE_CELLS)
+        chans = [width]
+        for _ in plan.strides[1:]:
+            chans.append(max(chans[-1] // 2, min(12, width)))
+        return cls(geometry, plan.strides, plan.base_h, plan.base_w, stem_width=max(16, 2 * width),
+                   stem_channels=width, channels=tuple(chans))
+
+    @classmethod
+    def tiny(cls, geometry: Geometry | None = None) -> "NeRVPPConfig":
+        return cls.with_width(geometry or Geometry.of(8, 32, 48), 8).replace(pe_levels=8)
+
+
+class GatedCNNBlock(nn.Module):
+    """LayerNorm (no affine) -> Linear C -> 2h -> (g, i, c) -> depthwise k×k on c -> Linear(GELU(g)·[i, c]) + x."""
+
+    expansion: float
+    kernel: int
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        hidden = int(self.expansion * c)
+        y = nn.LayerNorm(epsilon=1e-6, use_scale=False, use_bias=False)(x)
+        y = Dense(2 * hidden, weight_init="trunc_normal", name="fc1")(y)
+        g, i, conv_in = jnp.split(y, [hidden, 2 * hidden - c], axis=-1)
+        conv_out = Conv(c, self.kernel, groups=c, weight_init="xavier", name="dw")(conv_in)
+        return x + Dense(c, weight_init="trunc_normal", name="fc2")(gelu(g) * jnp.concatenate([i, conv_out], -1))
+
+
+class SeparableResidual(nn.Module):
+    """NeRV++'s SCRB: depthwise 3×3 -> 1×1 -> GELU -> 1×1, plus the input."""
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        y = Conv(c, 3, groups=c, weight_init="xavier", name="dw")(x)
+        y = gelu(Conv(c, 1, weight_init="xavier", name="pw1")(y))
+        return x + Conv(c, 1, weight_init="xavier", name="pw2")(y)
+
+
+class Stage(nn.Module):
+    """1×1 projection -> gated block -> NeRV upsampling block (+CAM) -> separable residual, + bilinear skip."""
+
+    config: "NeRVPPConfig"
+    features: int
+    stride: int
+
+    @nn.compact
+    def __call__(self, x, pos):
+        c = self.config
+        x = Conv(self.features, 1, weight_init="xavier", name="proj")(x)
+        b, h, w, ch = x.shape
+        skip = jax.image.resize(x, (b, h * self.stride, w * self.stride, ch), "linear")
+        x = GatedCNNBlock(c.gate_expansion, c.gate_kernel, name="gated")(x)
+        x = UpBlock(self.features, self.stride, 3, c.act, c.cam_nodes, weight_init="xavier", name="up")(x, pos)
+        return SeparableResidual(name="scrb")(x) + skip
+
+
+class NeRVPP(nn.Module):
+    config: NeRVPPConfig
+
+    @nn.compact
+    def __call__(self, idx: jnp.ndarray) -> jnp.ndarray:
+        """idx (B,) int frame indices -> (B, H, W, 3) frames in [0, 1]."""
+        c = self.config
+        t = idx.astype(jnp.float32) / c.geometry.frames   # t = idx / T, as NeRV
+        x = positional_encoding(t, c.pe_base, c.pe_levels, interleave=True)
+        # Gated MLP stem: fc2(x · GELU_tanh(z)), no activation after fc2 (as the reference).
+        x, z = jnp.split(Dense(2 * c.stem_width, weight_init="trunc_normal", name="stem0")(x), 2, axis=-1)
+        x = Dense(c.base_h * c.base_w * c.stem_channels, weight_init="trunc_normal", name="stem1")(
+            x * activation("gelu_tanh")(z))
+        x = x.reshape(-1, c.base_h, c.base_w, c.stem_channels)
+        pos = frame_position(idx, c.geometry.frames)
+        for i, (ch, s) in enumerate(zip(c.channels, c.strides)):
+            x = Stage(c, ch, s, name=f"block{i}")(x, pos)
+        x = output_head(Conv(3, 1, weight_init="xavier", name="head")(x))
+        return x[:, :c.geometry.height, :c.geometry.width, :]
+
+
+def init(config: NeRVPPConfig, key: jax.Array):
+    return {"params": NeRVPP(config).init(key, jnp.zeros((1,), jnp.int32))["params"]}
+
+
+def render(config: NeRVPPConfig, variables, idx: jnp.ndarray) -> jnp.ndarray:
+    return NeRVPP(config).apply({"params": variables["params"]}, idx)
+
+
+def count_params(config) -> int:
+    return sizing.count(init, config)
+
+
+SPEC = register(ModelSpec(
+    name="nervpp", model_id=3, config_cls=NeRVPPConfig, init=init, render=render,
+    for_size=NeRVPPConfig.for_size,
+    description="NeRV++: gated MLP stem, gated depthwise + separable residual blocks around each upsampling"))
