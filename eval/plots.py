@@ -49,10 +49,12 @@ def figure(rows: list[Row], title: str = ""):
 
 
 def save(rows: list[Row], stem: str | Path, title: str = "") -> list[Path]:
-    """Writes `stem`.png and `stem`.svg; returns their paths."""
-    fig = figure(rows, title)
-    paths = [Path(f"{stem}.png"), Path(f"{stem}.svg")]
-    for p in paths:
-        fig.savefig(p, dpi=120)
+    """Writes `stem`.png and `stem`.svg; returns their paths. The same rows give the same bytes: the SVG
+    has no date and fixed element ids, so re-running a finished sweep leaves committed plots unchanged."""
+    with plt.rc_context({"svg.hashsalt": "nerva"}):
+        fig = figure(rows, title)
+        paths = [Path(f"{stem}.png"), Path(f"{stem}.svg")]
+        fig.savefig(paths[0], dpi=120)
+        fig.savefig(paths[1], metadata={"Date": None})
     plt.close(fig)
     return paths

@@ -88,6 +88,10 @@ def test_decode_frame_range_gives_those_frames(fitted, tmp_path):
 @pytest.mark.parametrize("argv,words", [
     (["fit", "missing.mp4", "-o", "x.nerva"], ["missing.mp4"]),
     (["fit", CARPHONE, "-o", "x.nerva", "--model", "nope"], ["unknown model", "nope"]),
+    (["fit", CARPHONE, "-o", "x.nerva", "--model", "hnerv:cam=3"], ["bad model option", "cam_nodes"]),
+    (["fit", CARPHONE, "-o", "x.nerva", "--model", "nervpp:cam_nodes=-2"], ["cam_nodes must be >= 0"]),
+    (["rd", "carphone", "-o", "x.jsonl", "--sizes", "10k"], ["parameter counts"]),
+    (["rd", "carphone", "-o", "x.jsonl", "--codecs", "nerv:act=nope"], ["unknown activation"]),
     (["fit", CARPHONE, "-o", "x.nerva", "--bits", "0"], ["bits"]),
     (["fit", CARPHONE, "-o", "x.nerva", "--prune", "1.5"], ["prune"]),
     (["fit", CARPHONE, "-o", "x.nerva", "--size", "abc"], ["size"]),

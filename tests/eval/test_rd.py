@@ -26,14 +26,31 @@ def test_sweep_writes_rows_plots_and_bd_table_and_resumes(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "BD-rate vs x265-medium" in text
     before = out.read_text()
+    plots = [(tmp_path / f"rd.{ext}").read_bytes() for ext in ("png", "svg")]
     assert main(argv) == 0          # every row is already there: nothing is run again
     assert out.read_text() == before
+    assert [(tmp_path / f"rd.{ext}").read_bytes() for ext in ("png", "svg")] == plots   # same bytes
 
 
 def test_codec_groups_expand_and_unknown_codecs_are_refused():
     assert rd.expand_codecs("nerv,x265") == ["nerv", "x265-medium", "x265-veryslow"]
     with pytest.raises(ConfigError, match="unknown codec 'x266'"):
         rd.expand_codecs("x266")
+
+
+def test_models_with_config_overrides_are_codecs():
+    assert rd.expand_codecs("nerv,hnerv:cam_nodes=30,av1") == ["nerv", "hnerv:cam_nodes=30", "av1"]
+    with pytest.raises(ConfigError, match="bad model option"):
+        rd.expand_codecs("hnerv:cam=30")
+
+
+def test_explicit_sizes_give_every_model_the_same_budgets():
+    g = Geometry.of(120, 144, 176, 30)
+    points = rd.plan(["nerv", "nervpp:cam_nodes=30", "x265-medium"], g, 3, bits=6, sizes=(60_000, 120_000))
+    inr = [(p.codec, p.n_params) for p in points if p.n_params]
+    assert inr == [("nerv", 60_000), ("nerv", 120_000), ("nervpp:cam_nodes=30", 60_000),
+                   ("nervpp:cam_nodes=30", 120_000)]
+    assert len([p for p in points if p.codec == "x265-medium"]) == 3
 
 
 def test_inr_points_cover_the_bpp_range_in_increasing_size():
