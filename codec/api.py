@@ -57,12 +57,19 @@ def compress(config, quantized: dict[str, QuantizedTensor]) -> bytes:
     """A complete .nerva file for `config` holding the quantized tensors."""
     spec = registry.spec_of(config)
     abstract = abstract_variables(config)
+    references = spec.references(config) if spec.references else {}
     sections = [container.Section(container.HEADER, header.write_config(config))]
+    colls = {}
     for name in sorted(abstract):
         prefix = name + "/"
-        coll = {p[len(prefix):]: q for p, q in quantized.items() if p.startswith(prefix)}
-        sections.append(container.Section(
-            container.TENSORS, tensors.encode_collection(name, abstract[name], coll)))
+        colls[name] = {p[len(prefix):]: q for p, q in quantized.items() if p.startswith(prefix)}
+        ref = references.get(name)
+        if ref is None:
+            body = tensors.encode_collection(name, abstract[name], colls[name])
+            sections.append(container.Section(container.TENSORS, body))
+        else:   # the family codes this collection as its difference to an earlier one (sorted before it)
+            body = tensors.encode_residual(name, ref, abstract[name], colls[name], colls[ref])
+            sections.append(container.Section(container.RESIDUAL, body))
     return container.pack(spec.model_id, sections)
 
 
@@ -77,14 +84,24 @@ def parse(data: bytes):
         raise FormatError("file has no header section")
     config = header.read_config(spec.config_cls, sections[0].body)
     abstract = abstract_variables(config)
+    references = spec.references(config) if spec.references else {}
     collections = {}
     for s in sections[1:]:
-        if s.kind != container.TENSORS:
+        if s.kind not in (container.TENSORS, container.RESIDUAL):
             raise FormatError(f"file holds a section of unknown kind {s.kind}")
         name = tensors.collection_name(s.body)
         if name not in abstract or name in collections:
             raise FormatError(f"file holds an unexpected collection {name!r}")
-        collections[name] = tensors.decode_collection(s.body, abstract[name])
+        if s.kind == container.TENSORS:
+            if name in references:
+                raise FormatError(f"collection {name!r} must be residual-coded against {references[name]!r}")
+            collections[name] = tensors.decode_collection(s.body, abstract[name])
+        else:
+            ref = tensors.residual_reference(s.body)
+            if references.get(name) != ref or ref not in collections:
+                raise FormatError(f"collection {name!r} refers to {ref!r}, which is not the collection "
+                                  "decoded before it that the model chains it to")
+            collections[name] = tensors.decode_residual(s.body, abstract[name], collections[ref][0])
     if set(collections) != set(abstract):
         raise FormatError(f"file lacks collections {sorted(set(abstract) - set(collections))}")
     return config, collections, sections

@@ -42,9 +42,11 @@ def describe(data: bytes) -> tuple[list[str], dict]:
     lines.append(f"{'preamble (magic, version, id)':<26}{0:>8}{7:>10}")
     for s in sections:
         name = container.KIND_NAMES.get(s.kind, f"kind {s.kind}")
-        if s.kind == container.TENSORS:
-            from codec.tensors import collection_name
+        if s.kind in (container.TENSORS, container.RESIDUAL):
+            from codec.tensors import collection_name, residual_reference
             name = f"tensors: {collection_name(s.body)}"
+            if s.kind == container.RESIDUAL:
+                name = f"residual: {collection_name(s.body)} - {residual_reference(s.body)}"
         lines.append(f"{name:<26}{s.offset:>8}{s.size:>10}")
     lines.append(f"{'crc32':<26}{len(data) - 4:>8}{4:>10}")
     return lines, collections

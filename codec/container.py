@@ -21,7 +21,8 @@ FORMAT_VERSION = 1
 # Section kinds. Ids are part of the format: never renumber, only append.
 HEADER = 1    # the model config (codec.header)
 TENSORS = 2   # one collection of quantized, entropy-coded tensors (codec.tensors)
-KIND_NAMES = {HEADER: "header", TENSORS: "tensors"}
+RESIDUAL = 3  # one collection coded as its difference to an earlier collection (codec.tensors)
+KIND_NAMES = {HEADER: "header", TENSORS: "tensors", RESIDUAL: "residual"}
 
 
 @dataclasses.dataclass(frozen=True)

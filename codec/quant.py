@@ -80,3 +80,12 @@ def fake_quantize(w: jnp.ndarray, bits: int) -> jnp.ndarray:
     lo_sym = jnp.round(lo / safe)
     q = jnp.clip(jnp.round(w / safe), lo_sym, lo_sym + 2 ** bits - 1) * s
     return w + jax.lax.stop_gradient(q - w)
+
+
+def bits_spanned(symbols: np.ndarray) -> int:
+    """Bits b whose 2^b levels cover the symbols' range (1..16): the informational `bits` of a tensor
+    quantized with given (e.g. learned) steps rather than at a chosen bit depth."""
+    if symbols.size == 0:
+        return 1
+    span = int(symbols.max()) - int(symbols.min()) + 1
+    return min(max(1, (span - 1).bit_length()), 16)

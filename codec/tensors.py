@@ -1,8 +1,13 @@
-"""TENSORS sections: one variable collection, quantized per channel and entropy-coded in a single stream.
+"""TENSORS and RESIDUAL sections: one variable collection, quantized per channel, entropy-coded in one stream.
 
-Body layout: collection name (varint length + UTF-8) | u32 layout CRC (codec.params.layout_crc) |
+TENSORS body: collection name (varint length + UTF-8) | u32 layout CRC (codec.params.layout_crc) |
 varint tensor count | per tensor, in sorted path order: u8 bits, varint step count, float16 steps,
 entropy model (codec.entropy) | the coded stream (all tensors' symbols, same order) to the end of the body.
+
+RESIDUAL body (a collection coded as the difference to an earlier one with the same layout, e.g. NIRVANA's
+group k against group k-1): collection name | reference collection name | u32 layout CRC | varint tensor
+count | per tensor: u8 bits, entropy model | the coded stream of (symbols - reference symbols). Steps are
+the reference's: a residual is only meaningful on the same quantization grid.
 """
 
 from __future__ import annotations
@@ -48,6 +53,67 @@ def encode_collection(name: str, abstract, quantized: dict[str, QuantizedTensor]
         arrays.append((q.symbols.ravel(), model))
     w.raw(entropy.encode(arrays))
     return w.getvalue()
+
+
+def encode_residual(name: str, reference: str, abstract, quantized: dict[str, QuantizedTensor],
+                    ref_quantized: dict[str, QuantizedTensor]) -> bytes:
+    """Body of a RESIDUAL section: `quantized` coded as its difference to `ref_quantized`."""
+    w = ByteWriter()
+    w.blob(name.encode())
+    w.blob(reference.encode())
+    w.u32(layout_crc(abstract))
+    paths = [p for p, _ in flatten(abstract)]
+    w.uvarint(len(paths))
+    arrays = []
+    for p in paths:
+        q, ref = quantized[p], ref_quantized[p]
+        if not np.array_equal(q.steps, ref.steps):
+            raise ValueError(f"{name}/{p}: a residual needs the reference's quantization steps")
+        delta = q.symbols.astype(np.int64) - ref.symbols.astype(np.int64)
+        model = entropy.fit_model(delta)
+        w.u8(q.bits)
+        w.raw(model.to_bytes())
+        arrays.append((delta.ravel(), model))
+    w.raw(entropy.encode(arrays))
+    return w.getvalue()
+
+
+def residual_reference(body: bytes) -> str:
+    r = ByteReader(body, "residual section")
+    r.blob()
+    return r.blob().decode(errors="replace")
+
+
+def decode_residual(body: bytes, abstract, ref_quantized: dict[str, QuantizedTensor]
+                    ) -> tuple[dict[str, QuantizedTensor], list[TensorInfo]]:
+    """Inverse of `encode_residual`, given the already decoded reference collection."""
+    r = ByteReader(body, "residual section")
+    name = r.blob().decode(errors="replace")
+    r.blob()
+    if r.u32() != layout_crc(abstract):
+        raise FormatError(f"collection {name!r} was written for a different parameter layout "
+                          "(the file and this nerva disagree on the model's structure)")
+    shapes = [(p, tuple(x.shape)) for p, x in flatten(abstract)]
+    if r.uvarint() != len(shapes):
+        raise FormatError(f"collection {name!r} has the wrong number of tensors")
+    metas = []
+    for p, shape in shapes:
+        start = r.pos
+        bits = r.u8()
+        if not 1 <= bits <= 16:
+            raise FormatError(f"tensor {name}/{p} has invalid quantization side information")
+        metas.append((p, shape, bits, entropy.EntropyModel.from_reader(r), r.pos - start))
+    deltas = entropy.decode(r.raw(r.remaining()), [(math.prod(m[1]), m[3]) for m in metas])
+    out, infos = {}, []
+    for (p, shape, bits, model, side), delta in zip(metas, deltas):
+        delta = np.asarray(delta, np.int64).reshape(shape)
+        ref = ref_quantized[p]
+        sym = ref.symbols.astype(np.int64) + delta
+        if sym.size and (sym.min() < np.iinfo(np.int32).min or sym.max() > np.iinfo(np.int32).max):
+            raise FormatError(f"tensor {name}/{p} leaves the int32 range")
+        out[p] = QuantizedTensor(sym.astype(np.int32), ref.steps, bits)
+        infos.append(TensorInfo(p, shape, bits, model, side, entropy.ideal_bits(delta, model)))
+    return out, infos
 
 
 def _n_steps(shape: tuple[int, ...]) -> int:

@@ -30,6 +30,15 @@ class ModelSpec:
     train_render: Callable | None = None  # (config, variables, aux, idx, frames (B,H,W,3)) -> frames
     finalize: Callable | None = None      # (config, variables, aux, frames (T,H,W,3)) -> Variables
     description: str = ""
+    # Families that train in their own phases (NIRVANA: one phase per group of frames). Plain types
+    # only: inr imports neither codec nor train.
+    schedule: Callable | None = None      # (config, epochs, lr) -> [dict of train.schedule.Phase fields]
+    start_phase: Callable | None = None   # (config, variables, aux, phase) -> (variables, aux), at phase start
+    rate: Callable | None = None          # (config, variables, aux, phase) -> estimated bits (differentiable)
+    quantize: Callable | None = None      # (config, variables, aux) -> {'collection/path': (int32 symbols,
+                                          # float16 steps)}: learned steps instead of the codec's quantizer
+    references: Callable | None = None    # (config) -> {collection: earlier collection it is residual-coded
+                                          # against}; the codec writes those as RESIDUAL sections
 
 
 _BY_NAME: dict[str, ModelSpec] = {}

@@ -23,8 +23,8 @@ from train.encode import Encoded, encode, make_config, run_id
 from train.schedule import TrainConfig
 
 
-def _train_config(args, model: str) -> TrainConfig:
-    return presets.train_config(model, args.epochs, args.lr, args.prune, args.batch, args.seed)
+def _train_config(args, model: str, config) -> TrainConfig:
+    return presets.train_config(model, args.epochs, args.lr, args.prune, args.batch, args.seed, config=config)
 
 
 def _progress(quiet: bool):
@@ -41,7 +41,7 @@ def fit_video(video: Video, output: Path, args, checkpoint_every: int = 500, res
     geometry = Geometry.of(*frames.shape[:3], fps=video.fps)
     size = None if args.bpp else (args.size or presets.preset(args.model).size)
     config = make_config(args.model, geometry, n_params=size, bpp=args.bpp, bits=args.bits)
-    train = _train_config(args, args.model)
+    train = _train_config(args, args.model, config)
     policy = QuantPolicy(bits=args.bits, embed_bits=args.embed_bits)
     ckpt_dir = output.with_name(output.name + ".ckpt")
     if not resume:

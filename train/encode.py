@@ -12,6 +12,7 @@ import numpy as np
 
 from codec import api
 from codec.api import QuantPolicy
+from codec.quant import QuantizedTensor, bits_spanned
 from inr import registry
 from inr.config import Geometry
 from inr.errors import ConfigError
@@ -72,7 +73,12 @@ def encode(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, 
     """Fits and compresses; `fit_kwargs` go to train.loop.fit (progress, checkpointer)."""
     result = fit(config, frames, train, policy, **fit_kwargs)
     t = time.perf_counter()
-    quantized = api.quantize_variables(result.variables, policy)
+    spec = registry.spec_of(config)
+    if spec.quantize is not None:   # a family with learned quantization steps (NIRVANA)
+        quantized = {p: QuantizedTensor(sym, steps, bits_spanned(sym))
+                     for p, (sym, steps) in spec.quantize(config, result.variables, result.aux).items()}
+    else:
+        quantized = api.quantize_variables(result.variables, policy)
     data = api.compress(config, quantized)
     result.seconds += time.perf_counter() - t
     return Encoded(data, config, quantized, result)

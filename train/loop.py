@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 import time
 from typing import Any, Callable
 
@@ -38,6 +39,7 @@ class FitResult:
     seconds: float                 # wall time of all phases, compilation included
     train_frames_per_s: float      # frames through forward+backward per second, compile excluded
     float_psnr: float | None       # PSNR of the float model before quantization-aware fine-tuning
+    aux: Any = None                # encode-time state after the last phase (learned steps, encoders)
 
 
 @dataclasses.dataclass
@@ -79,13 +81,21 @@ def _lr_scaler(config) -> Callable:
         lambda p, u: u * first_match(path_str(p), rules, 1.0), updates)
 
 
+def _frozen(phase: Phase) -> Callable:
+    """Zeroes the gradients and updates of every tensor the phase may not change (`Phase.train_only`)."""
+    if not phase.train_only:
+        return lambda tree: tree
+    return lambda tree: jax.tree_util.tree_map_with_path(
+        lambda p, x: x if re.fullmatch(phase.train_only, path_str(p)) else jnp.zeros_like(x), tree)
+
+
 def _forward_fn(config, phase: Phase, policy: QuantPolicy) -> Callable:
     """(variables, aux, idx, frames) -> predicted frames, as this phase sees them."""
     spec = registry.spec_of(config)
     use_encoder = phase.use_encoder and spec.init_aux is not None
 
     def forward(variables, aux, idx, frames):
-        if phase.quantize:
+        if phase.quantize and spec.quantize is None:   # families with their own quantizer round themselves
             variables = jax.tree_util.tree_map_with_path(
                 lambda p, w: fake_quantize(w, policy.bits_for(path_str(p))), variables)
         if use_encoder:
@@ -103,23 +113,33 @@ def make_step(config, train: TrainConfig, phase: Phase, n_steps: int, policy: Qu
     tx = _optimizer(train)
     forward = _forward_fn(config, phase, policy)
     loss_fn = LOSSES[train.loss]
-    per_epoch = max(n_frames // train.batch, 1)
+    start, stop = phase.frame_range(n_frames)
+    batch = phase.batch_size(train.batch, n_frames)
+    per_epoch = max((stop - start) // batch, 1)
     lr_scaled = _lr_scaler(config)
+    frozen = _frozen(phase)
+    spec = registry.spec_of(config)
+    pixels = (stop - start) * config.geometry.height * config.geometry.width
 
     def step(tree, frames, key, s):
         epoch = s // per_epoch
-        perm = jax.random.permutation(jax.random.fold_in(key, epoch), n_frames)
-        idx = jax.lax.dynamic_slice(perm, ((s % per_epoch) * train.batch,), (train.batch,))
+        perm = start + jax.random.permutation(jax.random.fold_in(key, epoch), stop - start)
+        idx = jax.lax.dynamic_slice(perm, ((s % per_epoch) * batch,), (batch,))
         target = frames[idx].astype(jnp.float32) / 255.0
 
         def objective(trainable):
             pred = forward(trainable["variables"], trainable["aux"], idx, target)
-            return loss_fn(pred, target), jnp.mean((pred - target) ** 2)
+            loss = loss_fn(pred, target)
+            if phase.rate_weight:
+                bits = spec.rate(config, trainable["variables"], trainable["aux"], phase)
+                loss = loss + phase.rate_weight * bits / pixels
+            return loss, jnp.mean((pred - target) ** 2)
 
         trainable = {"variables": tree["variables"], "aux": tree["aux"]}
         (loss, mse), grads = jax.value_and_grad(objective, has_aux=True)(trainable)
+        grads = frozen(grads)
         updates, opt = tx.update(grads, tree["opt"], trainable)
-        updates = {"variables": lr_scaled(updates["variables"]), "aux": updates["aux"]}
+        updates = frozen({"variables": lr_scaled(updates["variables"]), "aux": updates["aux"]})
         lr = _lr(phase, s, n_steps)
         trainable = jax.tree.map(lambda p, u: p - lr * u, trainable, updates)
         variables = jax.tree.map(lambda p, m: p * m, trainable["variables"], tree["masks"])
@@ -129,8 +149,12 @@ def make_step(config, train: TrainConfig, phase: Phase, n_steps: int, policy: Qu
 
 
 def phase_steps(train: TrainConfig, n_frames: int) -> list[int]:
-    per_epoch = max(n_frames // train.batch, 1)
-    return [max(1, math.ceil(p.epochs * per_epoch)) for p in train.phases]
+    out = []
+    for p in train.phases:
+        start, stop = p.frame_range(n_frames)
+        per_epoch = max((stop - start) // p.batch_size(train.batch, n_frames), 1)
+        out.append(max(1, math.ceil(p.epochs * per_epoch)))
+    return out
 
 
 @functools.lru_cache(maxsize=64)
@@ -138,12 +162,14 @@ def _eval_fn(config, phase: Phase, policy: QuantPolicy):
     return jax.jit(_forward_fn(config, phase, policy))
 
 
-def _evaluate(fn, variables, aux, frames: np.ndarray, batch: int = 8) -> float:
-    """Mean per-frame PSNR (dB) of the model as a phase sees it (jitted `fn`), over every frame."""
+def _evaluate(fn, variables, aux, frames: np.ndarray, batch: int = 8, start: int = 0,
+              stop: int | None = None) -> float:
+    """Mean per-frame PSNR (dB) of the model as a phase sees it (jitted `fn`), over frames [start, stop)."""
     out = []
-    for i in range(0, frames.shape[0], batch):
-        idx = jnp.arange(i, min(i + batch, frames.shape[0]))
-        target = jnp.asarray(frames[i:i + batch], jnp.float32) / 255.0
+    stop = frames.shape[0] if stop is None else stop
+    for i in range(start, stop, batch):
+        idx = jnp.arange(i, min(i + batch, stop))
+        target = jnp.asarray(frames[i:min(i + batch, stop)], jnp.float32) / 255.0
         out.append(np.asarray(psnr(target, jnp.clip(fn(variables, aux, idx, target), 0.0, 1.0))))
     return float(mean_psnr(np.concatenate(out)))
 
@@ -155,11 +181,14 @@ def _start_phase(spec, config, train, k: int, state: _State, frames) -> _State:
     variables, masks = state.variables, state.masks
     if spec.finalize is not None and prev_encoder and not phase.use_encoder:
         variables = spec.finalize(config, variables, state.aux, frames)
+    aux = state.aux
+    if spec.start_phase is not None:   # the step donates its state: give every leaf its own buffer
+        variables, aux = _own_buffers(spec.start_phase(config, variables, aux, phase))
     if phase.sparsity > 0:
         masks = magnitude_masks(variables, prunable, phase.sparsity)
         variables = jax.tree.map(lambda p, m: p * m, variables, masks)
-    opt = _optimizer(train).init({"variables": variables, "aux": state.aux})
-    return _State(variables, state.aux, opt, masks)
+    opt = _optimizer(train).init({"variables": variables, "aux": aux})
+    return _State(variables, aux, opt, masks)
 
 
 # Initialisation runs once per fit, so it is compiled without LLVM optimisation: 4-5x faster to compile
@@ -175,9 +204,21 @@ def init_state(spec, config, train: TrainConfig) -> _State:
     if spec.init_aux:
         aux = jax.jit(spec.init_aux, static_argnums=0, compiler_options=_INIT_OPTIONS)(
             config, jax.random.fold_in(key, 1))
+    variables, aux = _own_buffers((variables, aux))
     masks = jax.tree.map(jnp.ones_like, variables)
     opt = _optimizer(train).init({"variables": variables, "aux": aux})
     return _State(variables, aux, opt, masks)
+
+
+def _own_buffers(tree):
+    """A copy in which no two leaves share a device buffer (an init may return one array in several places,
+    e.g. NIRVANA's identical groups), since the jitted step donates every leaf."""
+    seen, out = set(), []
+    leaves, treedef = jax.tree.flatten(tree)
+    for x in leaves:
+        out.append(jnp.array(x, copy=True) if id(x) in seen else x)
+        seen.add(id(x))
+    return jax.tree.unflatten(treedef, out)
 
 
 class _Meter:
@@ -185,7 +226,7 @@ class _Meter:
 
     def __init__(self):
         self.loss, self.mse, self.n = 0.0, 0.0, 0
-        self.timed_steps, self.timed_s = 0, 0.0
+        self.timed_frames, self.timed_s = 0, 0.0
 
     def add(self, loss: float, mse: float) -> None:
         self.loss, self.mse, self.n = self.loss + loss, self.mse + mse, self.n + 1
@@ -198,14 +239,15 @@ class _Meter:
 
 
 def _run_phase(step, tree, frames_dev, key, steps: range, done: int, phase: Phase, meter: _Meter,
-               history: list, bar, checkpointer, log_every: int):
+               history: list, bar, checkpointer, log_every: int, frames_per_step: int):
     """Runs local steps `steps` of one phase; returns (state tree, global steps done)."""
     for s in steps:
         ts = time.perf_counter()
         tree, loss, mse = step(tree, frames_dev, key, jnp.int32(s))
         meter.add(float(loss), float(mse))
         if s > 0:   # the first step of a phase pays for compilation
-            meter.timed_steps, meter.timed_s = meter.timed_steps + 1, meter.timed_s + time.perf_counter() - ts
+            meter.timed_frames += frames_per_step
+            meter.timed_s += time.perf_counter() - ts
         done += 1
         if bar:
             bar.update(1)
@@ -253,9 +295,11 @@ def fit(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, *, 
         step = make_step(config, train, phase, steps[k], policy, frames.shape[0])
         tree, done = _run_phase(step, state.tree(), frames_dev, jax.random.fold_in(shuffle_key, k),
                                 range(done - starts[k], steps[k]), done, phase, meter, history, bar,
-                                checkpointer, log_every)
+                                checkpointer, log_every, phase.batch_size(train.batch, frames.shape[0]))
         state = _State.of(tree)
-        end_psnr = _evaluate(_eval_fn(config, phase, policy), state.variables, state.aux, frames)
+        start, stop = phase.frame_range(frames.shape[0])
+        end_psnr = _evaluate(_eval_fn(config, phase, policy), state.variables, state.aux, frames,
+                             start=start, stop=stop)
         history.append({"phase": phase.name, "step": done, "phase_end_psnr": end_psnr})
         if not phase.quantize:
             float_psnr = end_psnr
@@ -264,5 +308,5 @@ def fit(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, *, 
     variables = state.variables
     if spec.finalize is not None and train.phases[-1].use_encoder:
         variables = spec.finalize(config, variables, state.aux, frames)
-    fps = meter.timed_steps * train.batch / meter.timed_s if meter.timed_s > 0 else float("nan")
-    return FitResult(variables, history, time.perf_counter() - t0, fps, float_psnr)
+    fps = meter.timed_frames / meter.timed_s if meter.timed_s > 0 else float("nan")
+    return FitResult(variables, history, time.perf_counter() - t0, fps, float_psnr, state.aux)

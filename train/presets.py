@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from train.schedule import TrainConfig, standard
+from inr import registry
+from train.schedule import Phase, TrainConfig, standard
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +28,8 @@ PRESETS = {
     "hnerv": Preset(size=100_000, lr=2e-3, beta1=0.9, epochs=150),
     "nervpp": Preset(size=100_000, lr=2e-3, beta1=0.9, epochs=150),
     "cam": Preset(size=100_000, lr=2e-3, beta1=0.9, epochs=150),
+    # NIRVANA's small per-group SIRENs train well at 1e-2 (carphone, inr/nirvana.py); size = all groups.
+    "nirvana": Preset(size=300_000, lr=1e-2, beta1=0.9, epochs=150),
 }
 _FALLBACK = Preset(size=100_000, lr=1e-3, beta1=0.9, epochs=150)
 
@@ -45,9 +48,19 @@ def preset(model: str) -> Preset:
 
 
 def train_config(model: str, epochs: float | None = None, lr: float | None = None, prune: float = 0.0,
-                 batch: int = 2, seed: int = 0, qat_epochs: float | None = None) -> TrainConfig:
-    """The standard fit -> prune -> QAT schedule with `model`'s preset (lr, β1, loss, epochs) filled in."""
+                 batch: int = 2, seed: int = 0, qat_epochs: float | None = None, config=None) -> TrainConfig:
+    """The standard fit -> prune -> QAT schedule with `model`'s preset (lr, β1, loss, epochs) filled in.
+
+    Families with their own schedule (`ModelSpec.schedule`, e.g. NIRVANA's phase per group of frames)
+    build it from the sized `config` instead; `prune` does not apply to them.
+    """
     p = preset(model)
+    spec = registry.parse(model)[0]
+    if spec.schedule is not None:
+        if config is None:
+            raise ValueError(f"{spec.name}'s schedule depends on its config; pass config=")
+        phases = tuple(Phase(**kw) for kw in spec.schedule(config, epochs or p.epochs, lr or p.lr))
+        return TrainConfig(phases, batch=batch, loss=p.loss, beta1=p.beta1, seed=seed)
     train = standard(epochs or p.epochs, lr=lr or p.lr, prune=prune, qat_epochs=qat_epochs, batch=batch,
                      seed=seed, loss=p.loss)
     return dataclasses.replace(train, beta1=p.beta1)

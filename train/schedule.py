@@ -14,7 +14,11 @@ class Phase(ConfigBase):
     A phase with `use_encoder` trains the family's encode-time encoder (HNeRV) jointly; the first phase
     without it starts by storing the encoder's embeddings (`ModelSpec.finalize`). A phase with
     `sparsity > 0` starts by pruning to that global sparsity; the masks then stay for every later phase.
-    A phase with `quantize` runs the forward pass on straight-through-rounded weights at the file's bits.
+    A phase with `quantize` runs the forward pass on straight-through-rounded weights at the file's bits
+    (families with their own quantizer, `ModelSpec.quantize`, round inside their `train_render`).
+
+    Families that fit in pieces (NIRVANA: one phase per group of frames) restrict a phase to a frame
+    range, to the tensors it may change, and add their estimated rate to the loss.
     """
 
     name: str                    # shown in the progress bar: "fit", "prune", "qat"
@@ -24,6 +28,17 @@ class Phase(ConfigBase):
     use_encoder: bool = False    # train the encoder (families with `init_aux`) in this phase
     sparsity: float = 0.0        # prune to this fraction of zero weights at the phase start
     quantize: bool = False       # quantization-aware: straight-through rounding at the policy's bits
+    frames: tuple[int, ...] = ()  # (start, stop): train and evaluate on these frames only; () = all
+    train_only: str = ""         # regex over 'variables/...' and 'aux/...' paths that may change; "" = all
+    rate_weight: float = 0.0     # λ: loss = distortion + λ · ModelSpec.rate / (pixels of the phase's frames)
+    batch: int = 0               # frames per step in this phase; 0 = TrainConfig.batch
+
+    def batch_size(self, train_batch: int, n_frames: int) -> int:
+        start, stop = self.frame_range(n_frames)
+        return min(self.batch or train_batch, stop - start)
+
+    def frame_range(self, n_frames: int) -> tuple[int, int]:
+        return (self.frames[0], self.frames[1]) if self.frames else (0, n_frames)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,7 +5,8 @@ models that have none yet; `--overwrite` rewrites every file. Golden files are m
 encoder that wrote them (a v1 reader must keep decoding them), so do not overwrite existing ones
 unless the v1 format itself was wrong.
 
-Per model: its `tiny()` config, initialised with `jax.random.key(0)`, every tensor quantized at 6 bits.
+Per model: its `tiny()` config, initialised with `jax.random.key(0)`, every tensor quantized at 6 bits;
+a family with its own learned quantizer (NIRVANA) instead gets a 2-epoch fit of a synthetic clip.
 The tests never re-run init (its values depend on the XLA optimisation level); they decode the stored
 file and compare with the JSON summary written here.
 """
@@ -61,6 +62,16 @@ def summarize(data: bytes) -> dict:
 def golden_bytes(name: str) -> bytes:
     spec = inr.get(name)
     config = spec.config_cls.tiny()
+    if spec.quantize is not None:
+        # Families with learned quantization steps (NIRVANA) have no steps before training: their
+        # golden file is a short real fit of a synthetic clip, through the encoder every user runs.
+        from inr.video import synthetic_clip
+        from train import presets
+        from train.encode import encode
+        g = config.geometry
+        frames = synthetic_clip(g.frames, g.height, g.width)
+        return encode(config, frames, presets.train_config(name, 2, config=config),
+                      api.QuantPolicy(bits=BITS)).data
     variables = spec.init(config, jax.random.key(0))
     quantized = api.quantize_variables(variables, api.QuantPolicy(bits=BITS, embed_bits=BITS))
     return api.compress(config, quantized)

@@ -11,6 +11,7 @@ from codec.prune import sparsity_of
 from inr.config import Geometry
 from inr.errors import ConfigError
 from train.checkpoint import Checkpointer
+from train import presets
 from train.loop import fit, phase_steps, prunable
 from train.schedule import Phase, TrainConfig, standard
 
@@ -18,6 +19,13 @@ from train.schedule import Phase, TrainConfig, standard
 def _config(name, frames):
     t, h, w = frames.shape[:3]
     return inr.get(name).config_cls.tiny(Geometry.of(t, h, w))
+
+
+def _own_or(name, config, train: TrainConfig) -> TrainConfig:
+    """`train`, or for families that fit in their own phases (NIRVANA) their schedule at `train`'s length."""
+    if inr.get(name).schedule is None:
+        return train
+    return presets.train_config(name, train.total_epochs, seed=train.seed, config=config)
 
 
 def _leaves_equal(a, b) -> bool:
@@ -53,7 +61,7 @@ SCHEDULE = TrainConfig((Phase("fit", 3, 3e-3, warmup=0.2, use_encoder=True),
 @pytest.mark.parametrize("name", inr.names())
 def test_same_seed_gives_bitwise_identical_fits_and_another_seed_does_not(name, synthetic):
     config = _config(name, synthetic)
-    train = TrainConfig((Phase("fit", 2, 3e-3, use_encoder=True),), batch=2, seed=1)
+    train = _own_or(name, config, TrainConfig((Phase("fit", 2, 3e-3, use_encoder=True),), batch=2, seed=1))
     a = fit(config, synthetic, train, QuantPolicy()).variables
     b = fit(config, synthetic, train, QuantPolicy()).variables
     c = fit(config, synthetic, train.replace(seed=2), QuantPolicy()).variables
@@ -65,13 +73,15 @@ def test_same_seed_gives_bitwise_identical_fits_and_another_seed_does_not(name, 
 @pytest.mark.parametrize("stop_at", [5, 12])   # mid-fit, and inside the prune phase
 def test_resumed_fit_equals_uninterrupted_fit(name, stop_at, synthetic, tmp_path):
     config = _config(name, synthetic)
-    full = fit(config, synthetic, SCHEDULE, QuantPolicy()).variables
+    train = _own_or(name, config, SCHEDULE)
+    assert sum(phase_steps(train, synthetic.shape[0])) > stop_at + 4
+    full = fit(config, synthetic, train, QuantPolicy()).variables
     ckpt = Checkpointer(tmp_path / "ck", "run", every=4)
     with pytest.raises(KeyboardInterrupt):
-        fit(config, synthetic, SCHEDULE, QuantPolicy(), checkpointer=ckpt, progress=_StopAfter(stop_at))
+        fit(config, synthetic, train, QuantPolicy(), checkpointer=ckpt, progress=_StopAfter(stop_at))
     ckpt.close()
     ckpt = Checkpointer(tmp_path / "ck", "run", every=4)
-    resumed = fit(config, synthetic, SCHEDULE, QuantPolicy(), checkpointer=ckpt).variables
+    resumed = fit(config, synthetic, train, QuantPolicy(), checkpointer=ckpt).variables
     ckpt.close()
     assert _leaves_equal(full, resumed)
 
@@ -86,7 +96,7 @@ def test_checkpoint_of_another_run_is_refused(synthetic, tmp_path):
         fit(config, synthetic, train, QuantPolicy(), checkpointer=Checkpointer(tmp_path / "ck", "run-b", 1))
 
 
-@pytest.mark.parametrize("name", inr.names())
+@pytest.mark.parametrize("name", [n for n in inr.names() if inr.get(n).schedule is None])   # NIRVANA: no pruning
 def test_pruned_weights_stay_zero_through_qat_and_in_the_file(name, synthetic):
     config = _config(name, synthetic)
     result = fit(config, synthetic, SCHEDULE, QuantPolicy(bits=6))
@@ -114,3 +124,18 @@ def test_phase_steps_follow_epochs_and_batch():
     train = standard(10, prune=0.2, batch=4)
     assert [p.name for p in train.phases] == ["fit", "prune", "qat"]
     assert phase_steps(train, 120) == [300, 30, 30]
+
+
+def test_a_phase_changes_only_the_tensors_it_may_train(synthetic):
+    config = _config("nerv", synthetic)
+    train = TrainConfig((Phase("fit", 2, 3e-3, train_only=r"variables/params/stem1/.*"),), batch=2)
+    init = jax.jit(inr.get("nerv").init, static_argnums=0)(config, jax.random.fold_in(jax.random.key(0), 0))
+    got = fit(config, synthetic, train, QuantPolicy()).variables
+    changed = {p for (p, a), (_, b) in zip(api.flatten(init), api.flatten(got)) if not np.array_equal(a, b)}
+    assert changed == {"params/stem1/dense/kernel", "params/stem1/dense/bias"}
+
+
+def test_a_phase_with_a_frame_range_and_its_own_batch_counts_its_own_steps():
+    train = TrainConfig((Phase("a", 3, 1e-3, frames=(4, 8), batch=4), Phase("b", 2, 1e-3, frames=(8, 10))),
+                        batch=2)
+    assert phase_steps(train, 120) == [3, 2]

@@ -1,0 +1,333 @@
+"""NIRVANA (Maiya et al., CVPR 2023): a small network per group of G frames, fitted autoregressively, with
+learned quantization and a rate term, stored as group 0's integers plus each later group's integer residual.
+
+Per group, the network maps the centre coordinates of every P×P patch of the (padded) frame to that
+patch in all G frames of the group: Fourier features of (u, v) -> SIREN layers -> a linear layer giving
+`cell × cell` cells of `features` channels per patch -> one conv + PixelShuffle(`up`) upsampling block
+over the whole frame (so neighbouring patches meet without seams; P = cell·up) -> G heads, one per frame
+(a 1×1 conv with 3·G outputs). The padding is cropped away.
+
+Encoding (train/loop.py runs the phases this module's `schedule` returns; nothing NIRVANA-specific in
+the loop): group 0 is fitted from scratch for more steps; group k starts from group k-1's quantized
+weights and is fitted for fewer steps. Every weight is quantized with a learned per-channel step shared
+by all groups (learned in group 0, then frozen, so integer residuals between groups are meaningful),
+rounded straight-through in the forward pass. The loss adds λ (`rate_weight`, in MSE per bit per pixel)
+times a differentiable estimate of the group's bits: each tensor's integer residual to the previous
+group's integers under a discretized Laplace with a learned per-tensor scale.
+
+File: collection `groupNNN` per group; group 0 is a TENSORS section, group k a RESIDUAL section against
+group k-1 (codec/tensors.py), all sharing group 0's steps. Random access: frame t needs the integer chain
+up to its group, k+1 sections of cheap integer additions (the whole chain is rebuilt once at load);
+once the weights are rebuilt the groups are independent and a batch of frames from any groups renders in
+one jitted call.
+
+Where the paper is silent (its constants were not available): G = 4, P = 8 (cell 2 × up 4), three SIREN
+layers, six Fourier octaves, λ = 1e-3, a quarter of the steps for group 0. ω0 = 1 rather than SIREN's
+30: on carphone's first group (4 frames, 21.6k parameters, 400 full-group Adam steps) ω0 = 30 reached
+27.8 dB at its best learning rate (2e-3; 1e-2 diverges) and ω0 = 1 28.8 dB at 1e-2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from inr import sizing
+from inr.config import ConfigBase, Geometry
+from inr.layers import Conv, Dense, gelu, output_head, pixel_shuffle
+from inr.registry import ModelSpec, register
+
+LAPLACE_FLOOR = 1e-9   # probability floor of the rate estimate (a symbol far in the tail costs ~30 bits)
+
+
+@dataclasses.dataclass(frozen=True)
+class NIRVANAConfig(ConfigBase):
+    """NIRVANA. Presets: `for_size(geometry, n_params)` (all groups' parameters); `tiny()` for tests."""
+
+    geometry: Geometry
+    group: int = 4                 # G, frames per group (the last group may be shorter)
+    cell: int = 2                  # MLP output cells per patch side
+    up: int = 4                    # upsampling factor; the patch side is P = cell · up pixels
+    width: int = 64                # SIREN hidden width
+    depth: int = 3                 # SIREN layers
+    features: int = 8              # channels of each MLP output cell
+    up_channels: int = 8           # channels after the upsampling block
+    pe_levels: int = 6             # Fourier octaves of the patch centre: sin/cos(2^l·π·u), l < pe_levels
+    omega0: float = 1.0            # SIREN frequency factor ω0 (see the module docstring)
+    rate_weight: float = 1e-3      # λ in MSE per bpp of the group (encode time only)
+    init_bits: int = 8             # the learned steps start at range / (2^init_bits − 1) (encode time only)
+
+    def __post_init__(self):
+        if min(self.group, self.cell, self.up, self.width, self.depth, self.features, self.up_channels) < 1:
+            raise ValueError("group, cell, up, width, depth, features and up_channels must be >= 1")
+        if self.pe_levels < 0 or not 0 < self.omega0 < 1e4 or not 0 <= self.rate_weight < 1e6:
+            raise ValueError("pe_levels >= 0, 0 < omega0 < 1e4 and 0 <= rate_weight < 1e6 are required")
+        if not 2 <= self.init_bits <= 16:
+            raise ValueError("init_bits must lie in 2..16")
+
+    @property
+    def patch(self) -> int:
+        return self.cell * self.up
+
+    @property
+    def n_groups(self) -> int:
+        return -(-self.geometry.frames // self.group)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Patches per column and per row of the padded frame."""
+        return -(-self.geometry.height // self.patch), -(-self.geometry.width // self.patch)
+
+    @classmethod
+    def for_size(cls, geometry: Geometry, n_params: int, **overrides) -> "NIRVANAConfig":
+        """The widest SIREN whose parameters over all groups stay within `n_params`."""
+        return sizing.solve_width(lambda w: cls.with_width(geometry, w).replace(**overrides), n_params,
+                                  count_params, lo=4)
+
+    @classmethod
+    def with_width(cls, geometry: Geometry, width: int) -> "NIRVANAConfig":
+        return cls(geometry, width=width, features=max(4, min(16, width // 8)),
+                   up_channels=max(4, min(16, width // 8)))
+
+    @classmethod
+    def tiny(cls, geometry: Geometry | None = None) -> "NIRVANAConfig":
+        return cls(geometry or Geometry.of(8, 32, 48), group=4, width=16, depth=2, features=4, up_channels=4,
+                   pe_levels=3)
+
+
+def collection(k: int) -> str:
+    """The collection of group k: 'group000', 'group001', ... (sorted names are group order)."""
+    return f"group{k:03d}"
+
+
+def _coordinates(config: NIRVANAConfig) -> jnp.ndarray:
+    """(nh, nw, 2 + 4·pe_levels): patch centres (u, v) in [-1, 1] and their Fourier features."""
+    nh, nw = config.grid
+    u = (2.0 * (jnp.arange(nh, dtype=jnp.float32) + 0.5) / nh) - 1.0
+    v = (2.0 * (jnp.arange(nw, dtype=jnp.float32) + 0.5) / nw) - 1.0
+    uv = jnp.stack(jnp.meshgrid(u, v, indexing="ij"), axis=-1)
+    feats = [uv]
+    for lvl in range(config.pe_levels):
+        ang = uv * (2.0 ** lvl * math.pi)
+        feats += [jnp.sin(ang), jnp.cos(ang)]
+    return jnp.concatenate(feats, axis=-1)
+
+
+class SirenLayer(nn.Module):
+    """sin(ω0 · (x W + b)); SIREN init: the first layer U(±1/in), later ones U(±√(6/in)/ω0)."""
+
+    features: int
+    omega0: float
+    first: bool
+
+    @nn.compact
+    def __call__(self, x):
+        fan_in = x.shape[-1]
+        bound = 1.0 / fan_in if self.first else math.sqrt(6.0 / fan_in) / self.omega0
+        dense = nn.Dense(self.features, kernel_init=_uniform(bound), bias_init=_uniform(1.0 / math.sqrt(fan_in)),
+                         name="dense")
+        return jnp.sin(self.omega0 * dense(x))
+
+
+def _uniform(bound: float):
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+    return init
+
+
+class GroupNet(nn.Module):
+    """One group's network: all G frames of the group, (G, H, W, 3) in [0, 1]."""
+
+    config: NIRVANAConfig
+
+    @nn.compact
+    def __call__(self, coords: jnp.ndarray) -> jnp.ndarray:
+        c = self.config
+        nh, nw = c.grid
+        x = coords
+        for i in range(c.depth):
+            x = SirenLayer(c.width, c.omega0, i == 0, name=f"siren{i}")(x)
+        x = Dense(c.cell * c.cell * c.features, name="cells")(x)   # linear, PyTorch-default init
+        # Each patch's cell×cell block, laid out in place: (nh, nw, cell, cell, C) -> (nh·cell, nw·cell, C).
+        x = x.reshape(nh, nw, c.cell, c.cell, c.features).transpose(0, 2, 1, 3, 4)
+        x = x.reshape(1, nh * c.cell, nw * c.cell, c.features)
+        x = gelu(pixel_shuffle(Conv(c.up_channels * c.up ** 2, 3, name="up")(x), c.up))
+        x = Conv(3 * c.group, 1, name="heads")(x)[0]                   # (H', W', 3·G)
+        x = x.reshape(x.shape[0], x.shape[1], c.group, 3).transpose(2, 0, 1, 3)
+        return output_head(x)[:, :c.geometry.height, :c.geometry.width, :]
+
+
+def init(config: NIRVANAConfig, key: jax.Array):
+    """Every group starts as the same network (later groups are warm-started from their predecessor)."""
+    params = GroupNet(config).init(key, _coordinates(config))["params"]
+    return {collection(k): params for k in range(config.n_groups)}
+
+
+def _stack(config: NIRVANAConfig, variables):
+    groups = [variables[collection(k)] for k in range(config.n_groups)]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *groups)
+
+
+def render(config: NIRVANAConfig, variables, idx: jnp.ndarray) -> jnp.ndarray:
+    """Frames `idx` from any groups: each frame's group network is gathered and run (one jitted map)."""
+    stacked = _stack(config, variables)
+    coords = _coordinates(config)
+
+    def one(t):
+        params = jax.tree.map(lambda w: w[t // config.group], stacked)
+        return GroupNet(config).apply({"params": params}, coords)[t % config.group]
+    return jax.lax.map(one, idx)
+
+
+# --- encode time: learned steps, straight-through rounding, rate estimate, schedule -------------------
+
+def _round_ste(x):
+    return x + jax.lax.stop_gradient(jnp.round(x) - x)
+
+
+def _steps(aux) -> dict:
+    """Float16-representable positive steps from the learned log-steps (straight-through rounding)."""
+    def f(log_step):
+        s = jnp.exp(log_step)
+        return s + jax.lax.stop_gradient(s.astype(jnp.float16).astype(jnp.float32) - s)
+    return jax.tree.map(f, aux["log_step"])
+
+
+def _on_grid(params, steps):
+    """Straight-through quantized weights: step · round(w / step), per output channel."""
+    return jax.tree.map(lambda w, s: s * _round_ste(w / s), params, steps)
+
+
+def init_aux(config: NIRVANAConfig, key: jax.Array):
+    """Learned per-channel log-steps (shared by all groups; set from group 0's weights at its first phase)
+    and per-group, per-tensor log-scales of the rate model."""
+    abstract = jax.eval_shape(lambda: GroupNet(config).init(key, _coordinates(config))["params"])
+    log_step = jax.tree.map(lambda a: jnp.zeros(a.shape[-1:] if a.ndim >= 2 else (1,), jnp.float32), abstract)
+    log_b = {collection(k): jax.tree.map(lambda a: jnp.zeros((), jnp.float32), abstract)
+             for k in range(config.n_groups)}
+    return {"log_step": log_step, "log_b": log_b}
+
+
+def train_render(config: NIRVANAConfig, variables, aux, idx, frames):
+    """All frames of a phase belong to one group: its network runs once, the batch's heads are picked."""
+    k = idx[0] // config.group
+    stacked = _stack(config, variables)
+    params = _on_grid(jax.tree.map(lambda w: w[k], stacked), _steps(aux))
+    out = GroupNet(config).apply({"params": params}, _coordinates(config))
+    return out[idx % config.group]
+
+
+def _group_of(config: NIRVANAConfig, phase) -> int:
+    return phase.frames[0] // config.group
+
+
+def rate(config: NIRVANAConfig, variables, aux, phase):
+    """Estimated bits of the phase's group: integer residuals to the previous group's integers (group 0:
+    to zero) under a discretized Laplace(0, b) per tensor, b learned."""
+    k = _group_of(config, phase)
+    steps = _steps(aux)
+    cur = variables[collection(k)]
+    prev = variables[collection(k - 1)] if k > 0 else None
+    leaves, treedef = jax.tree.flatten(cur)
+    step_leaves = treedef.flatten_up_to(steps)
+    prev_leaves = treedef.flatten_up_to(prev) if prev is not None else [None] * len(leaves)
+    b_leaves = treedef.flatten_up_to(aux["log_b"][collection(k)])
+    bits = 0.0
+    for w, s, p, log_b in zip(leaves, step_leaves, prev_leaves, b_leaves):
+        r = _round_ste(w / s)
+        if p is not None:
+            r = r - jax.lax.stop_gradient(jnp.round(p / s))
+        b = jnp.exp(log_b) + 1e-3
+        prob = _laplace_cdf(r + 0.5, b) - _laplace_cdf(r - 0.5, b)
+        bits = bits - jnp.sum(jnp.log2(jnp.maximum(prob, LAPLACE_FLOOR)))
+    return bits
+
+
+def _laplace_cdf(x, b):
+    return 0.5 + 0.5 * jnp.sign(x) * (1.0 - jnp.exp(-jnp.abs(x) / b))
+
+
+def start_phase(config: NIRVANAConfig, variables, aux, phase):
+    """Group 0: steps from its initial weights at `init_bits`. Group k: start from group k-1's quantized
+    weights, its rate-model scales from group k-1's."""
+    k = _group_of(config, phase)
+    if k == 0:
+        def log_step(w):
+            axes = tuple(range(w.ndim - 1)) if w.ndim >= 2 else tuple(range(w.ndim))
+            span = jnp.maximum(w.max(axis=axes), 0.0) - jnp.minimum(w.min(axis=axes), 0.0)
+            return jnp.log(jnp.maximum(jnp.atleast_1d(span) / (2 ** config.init_bits - 1), 1e-6))
+        return variables, {**aux, "log_step": jax.tree.map(log_step, variables[collection(0)])}
+    steps = _steps(aux)
+    prev = jax.tree.map(lambda w, s: s * jnp.round(w / s), variables[collection(k - 1)], steps)
+    log_b = {**aux["log_b"], collection(k): aux["log_b"][collection(k - 1)]}
+    return {**variables, collection(k): prev}, {**aux, "log_b": log_b}
+
+
+def finalize(config: NIRVANAConfig, variables, aux, frames):
+    """The stored weights: every group exactly on its quantization grid."""
+    steps = _steps(aux)
+    return {name: jax.tree.map(lambda w, s: s * jnp.round(w / s), tree, steps)
+            for name, tree in variables.items()}
+
+
+def quantize(config: NIRVANAConfig, variables, aux) -> dict:
+    """{'groupNNN/path': (int32 symbols, float16 steps)} with the learned steps."""
+    steps = jax.tree.map(lambda s: np.asarray(s, np.float32).astype(np.float16), _steps(aux))
+    flat_steps = dict(_flat(steps))
+    out = {}
+    for name, tree in variables.items():
+        for path, w in _flat(tree):
+            s = flat_steps[path]
+            out[f"{name}/{path}"] = (np.rint(np.asarray(w, np.float32) / s.astype(np.float32)).astype(np.int32), s)
+    return out
+
+
+def _flat(tree) -> list[tuple[str, np.ndarray]]:
+    out = []
+    for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        out.append(("/".join(str(getattr(k, "key", k)) for k in p), x))
+    return out
+
+
+def references(config: NIRVANAConfig) -> dict[str, str]:
+    return {collection(k): collection(k - 1) for k in range(1, config.n_groups)}
+
+
+GROUP0_SHARE = 0.25   # share of all steps spent on group 0 (fitted from scratch)
+STEPS_PER_EPOCH = 0.5  # steps per frame-epoch: `epochs` buys as many steps as other models make at batch 2
+
+
+def schedule(config: NIRVANAConfig, epochs: float, lr: float) -> list[dict]:
+    """One phase per group, each step on all of the group's frames. `epochs` buys the number of steps
+    other models take at batch 2 (epochs · T / 2); group 0 gets GROUP0_SHARE of them, every later group
+    (warm-started) an equal part of the rest — so encoding costs as many, but much cheaper, steps."""
+    total = epochs * config.geometry.frames * STEPS_PER_EPOCH
+    n = config.n_groups
+    first = total if n == 1 else GROUP0_SHARE * total
+    later = 0.0 if n == 1 else (total - first) / (n - 1)
+    phases = []
+    for k in range(n):
+        start, stop = k * config.group, min((k + 1) * config.group, config.geometry.frames)
+        only = rf"(variables/{collection(k)}|aux/log_b/{collection(k)}" + ("|aux/log_step" if k == 0 else "") \
+            + r")(/.*)?"
+        steps = max(1.0, first if k == 0 else later)
+        phases.append(dict(name=f"group{k}", epochs=steps, lr=lr, warmup=0.1 if k == 0 else 0.0,
+                           use_encoder=True, quantize=True, frames=(start, stop), train_only=only,
+                           rate_weight=config.rate_weight, batch=stop - start))
+    return phases
+
+
+def count_params(config) -> int:
+    return sizing.count(init, config)
+
+
+SPEC = register(ModelSpec(
+    name="nirvana", model_id=5, config_cls=NIRVANAConfig, init=init, render=render,
+    for_size=NIRVANAConfig.for_size, init_aux=init_aux, train_render=train_render, finalize=finalize,
+    schedule=schedule, start_phase=start_phase, rate=rate, quantize=quantize, references=references,
+    description="NIRVANA: a patch-wise SIREN network per group of frames, residual-coded group to group"))
