@@ -38,7 +38,7 @@ COLUMNS = [("codec", "model", "{}"), ("params", "params", "{:,}"), ("float_psnr"
 def run_one(model: str, size: int, frames, fps: float, epochs: float, bits: int, workdir: Path) -> dict:
     geometry = Geometry.of(*frames.shape[:3], fps=fps)
     config = make_config(model, geometry, n_params=size, bits=bits)
-    train = presets.train_config(model, epochs)
+    train = presets.train_config(model, epochs, config=config)
     enc = encode(config, frames, train, QuantPolicy(bits=bits))
     path = write_atomic(workdir / f"{model}_{size}.nerva", enc.data)
     row = summarize(path, frames, enc)

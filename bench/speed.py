@@ -145,7 +145,7 @@ def decode_speed(config, variables, n_frames: int, rounds: int = 3) -> dict:
 def train_speed(model: str, config, frames: np.ndarray) -> dict:
     """XLA's FLOPs of one training step and the steady-state frames/s of the real jitted step."""
     spec = registry.get(model)
-    train = presets.train_config(model, 60, batch=TRAIN_BATCH)
+    train = presets.train_config(model, 60, batch=TRAIN_BATCH, config=config)
     phase, n_steps = train.phases[0], phase_steps(train, frames.shape[0])[0]
     step = make_step(config, train, phase, n_steps, QuantPolicy(), frames.shape[0])
     tree = init_state(spec, config, train).tree()

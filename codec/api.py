@@ -11,7 +11,7 @@ import numpy as np
 
 from codec import container, header, tensors
 from codec.bytesio import FormatError
-from codec.params import first_match, flatten, unflatten
+from codec.params import first_match, flatten, layout_crc, unflatten
 from codec.quant import QuantizedTensor, quantize
 from inr import registry
 from inr.errors import NervaError
@@ -101,6 +101,8 @@ def parse(data: bytes):
             if references.get(name) != ref or ref not in collections:
                 raise FormatError(f"collection {name!r} refers to {ref!r}, which is not the collection "
                                   "decoded before it that the model chains it to")
+            if layout_crc(abstract[ref]) != layout_crc(abstract[name]):   # a model bug, not a file error
+                raise ValueError(f"collections {name!r} and {ref!r} have different layouts")
             collections[name] = tensors.decode_residual(s.body, abstract[name], collections[ref][0])
     if set(collections) != set(abstract):
         raise FormatError(f"file lacks collections {sorted(set(abstract) - set(collections))}")

@@ -38,8 +38,8 @@ def describe(data: bytes) -> tuple[list[str], dict]:
              f"video     {g.frames} frames, {g.width}x{g.height}, {g.fps:.3f} fps",
              f"file      {len(data)} bytes, bpp {8 * len(data) / g.pixels:.5f} (8·bytes / (T·H·W))",
              "config    " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items() if k != "geometry"),
-             "", f"{'section':<26}{'offset':>8}{'bytes':>10}"]
-    lines.append(f"{'preamble (magic, version, id)':<26}{0:>8}{7:>10}")
+             "", f"{'section':<32}{'offset':>8}{'bytes':>10}"]
+    lines.append(f"{'preamble (magic, version, id)':<32}{0:>8}{7:>10}")
     for s in sections:
         name = container.KIND_NAMES.get(s.kind, f"kind {s.kind}")
         if s.kind in (container.TENSORS, container.RESIDUAL):
@@ -47,8 +47,8 @@ def describe(data: bytes) -> tuple[list[str], dict]:
             name = f"tensors: {collection_name(s.body)}"
             if s.kind == container.RESIDUAL:
                 name = f"residual: {collection_name(s.body)} - {residual_reference(s.body)}"
-        lines.append(f"{name:<26}{s.offset:>8}{s.size:>10}")
-    lines.append(f"{'crc32':<26}{len(data) - 4:>8}{4:>10}")
+        lines.append(f"{name:<32}{s.offset:>8}{s.size:>10}")
+    lines.append(f"{'crc32':<32}{len(data) - 4:>8}{4:>10}")
     return lines, collections
 
 

@@ -122,7 +122,8 @@ def _n_steps(shape: tuple[int, ...]) -> int:
 
 
 def collection_name(body: bytes) -> str:
-    return ByteReader(body, "tensors section").blob().decode(errors="replace")
+    """The collection name that starts a TENSORS or RESIDUAL body."""
+    return ByteReader(body, "tensors or residual section").blob().decode(errors="replace")
 
 
 def decode_collection(body: bytes, abstract) -> tuple[dict[str, QuantizedTensor], list[TensorInfo]]:

@@ -106,7 +106,7 @@ def run_inr(point: Point, frames: np.ndarray, fps: float, clip: str, epochs: flo
     """Fits, writes the .nerva file, decodes the file and measures it."""
     geometry = Geometry.of(*frames.shape[:3], fps=fps)
     config = make_config(point.codec, geometry, n_params=point.n_params, bits=point.bits)
-    train = presets.train_config(point.codec, epochs, seed=seed)
+    train = presets.train_config(point.codec, epochs, seed=seed, config=config)
     t = time.perf_counter()
     enc = encode(config, frames, train, QuantPolicy(bits=point.bits))
     encode_s = time.perf_counter() - t

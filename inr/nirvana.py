@@ -100,9 +100,10 @@ class NIRVANAConfig(ConfigBase):
                    pe_levels=3)
 
 
-def collection(k: int) -> str:
-    """The collection of group k: 'group000', 'group001', ... (sorted names are group order)."""
-    return f"group{k:03d}"
+def collection(config: "NIRVANAConfig", k: int) -> str:
+    """The collection of group k: 'group000', 'group001', ... zero-padded to at least 3 digits and to
+    the digits of the last group, so that sorted names are group order."""
+    return f"group{k:0{max(3, len(str(config.n_groups - 1)))}d}"
 
 
 def _coordinates(config: NIRVANAConfig) -> jnp.ndarray:
@@ -165,11 +166,11 @@ class GroupNet(nn.Module):
 def init(config: NIRVANAConfig, key: jax.Array):
     """Every group starts as the same network (later groups are warm-started from their predecessor)."""
     params = GroupNet(config).init(key, _coordinates(config))["params"]
-    return {collection(k): params for k in range(config.n_groups)}
+    return {collection(config, k): params for k in range(config.n_groups)}
 
 
 def _stack(config: NIRVANAConfig, variables):
-    groups = [variables[collection(k)] for k in range(config.n_groups)]
+    groups = [variables[collection(config, k)] for k in range(config.n_groups)]
     return jax.tree.map(lambda *xs: jnp.stack(xs), *groups)
 
 
@@ -193,7 +194,7 @@ def _round_ste(x):
 def _steps(aux) -> dict:
     """Float16-representable positive steps from the learned log-steps (straight-through rounding)."""
     def f(log_step):
-        s = jnp.exp(log_step)
+        s = jnp.clip(jnp.exp(log_step), 1e-7, 1e4)   # stays a positive, finite float16
         return s + jax.lax.stop_gradient(s.astype(jnp.float16).astype(jnp.float32) - s)
     return jax.tree.map(f, aux["log_step"])
 
@@ -208,7 +209,7 @@ def init_aux(config: NIRVANAConfig, key: jax.Array):
     and per-group, per-tensor log-scales of the rate model."""
     abstract = jax.eval_shape(lambda: GroupNet(config).init(key, _coordinates(config))["params"])
     log_step = jax.tree.map(lambda a: jnp.zeros(a.shape[-1:] if a.ndim >= 2 else (1,), jnp.float32), abstract)
-    log_b = {collection(k): jax.tree.map(lambda a: jnp.zeros((), jnp.float32), abstract)
+    log_b = {collection(config, k): jax.tree.map(lambda a: jnp.zeros((), jnp.float32), abstract)
              for k in range(config.n_groups)}
     return {"log_step": log_step, "log_b": log_b}
 
@@ -231,12 +232,12 @@ def rate(config: NIRVANAConfig, variables, aux, phase):
     to zero) under a discretized Laplace(0, b) per tensor, b learned."""
     k = _group_of(config, phase)
     steps = _steps(aux)
-    cur = variables[collection(k)]
-    prev = variables[collection(k - 1)] if k > 0 else None
+    cur = variables[collection(config, k)]
+    prev = variables[collection(config, k - 1)] if k > 0 else None
     leaves, treedef = jax.tree.flatten(cur)
     step_leaves = treedef.flatten_up_to(steps)
     prev_leaves = treedef.flatten_up_to(prev) if prev is not None else [None] * len(leaves)
-    b_leaves = treedef.flatten_up_to(aux["log_b"][collection(k)])
+    b_leaves = treedef.flatten_up_to(aux["log_b"][collection(config, k)])
     bits = 0.0
     for w, s, p, log_b in zip(leaves, step_leaves, prev_leaves, b_leaves):
         r = _round_ste(w / s)
@@ -261,11 +262,11 @@ def start_phase(config: NIRVANAConfig, variables, aux, phase):
             axes = tuple(range(w.ndim - 1)) if w.ndim >= 2 else tuple(range(w.ndim))
             span = jnp.maximum(w.max(axis=axes), 0.0) - jnp.minimum(w.min(axis=axes), 0.0)
             return jnp.log(jnp.maximum(jnp.atleast_1d(span) / (2 ** config.init_bits - 1), 1e-6))
-        return variables, {**aux, "log_step": jax.tree.map(log_step, variables[collection(0)])}
+        return variables, {**aux, "log_step": jax.tree.map(log_step, variables[collection(config, 0)])}
     steps = _steps(aux)
-    prev = jax.tree.map(lambda w, s: s * jnp.round(w / s), variables[collection(k - 1)], steps)
-    log_b = {**aux["log_b"], collection(k): aux["log_b"][collection(k - 1)]}
-    return {**variables, collection(k): prev}, {**aux, "log_b": log_b}
+    prev = jax.tree.map(lambda w, s: s * jnp.round(w / s), variables[collection(config, k - 1)], steps)
+    log_b = {**aux["log_b"], collection(config, k): aux["log_b"][collection(config, k - 1)]}
+    return {**variables, collection(config, k): prev}, {**aux, "log_b": log_b}
 
 
 def finalize(config: NIRVANAConfig, variables, aux, frames):
@@ -295,7 +296,7 @@ def _flat(tree) -> list[tuple[str, np.ndarray]]:
 
 
 def references(config: NIRVANAConfig) -> dict[str, str]:
-    return {collection(k): collection(k - 1) for k in range(1, config.n_groups)}
+    return {collection(config, k): collection(config, k - 1) for k in range(1, config.n_groups)}
 
 
 GROUP0_SHARE = 0.25   # share of all steps spent on group 0 (fitted from scratch)
@@ -313,7 +314,7 @@ def schedule(config: NIRVANAConfig, epochs: float, lr: float) -> list[dict]:
     phases = []
     for k in range(n):
         start, stop = k * config.group, min((k + 1) * config.group, config.geometry.frames)
-        only = rf"(variables/{collection(k)}|aux/log_b/{collection(k)}" + ("|aux/log_step" if k == 0 else "") \
+        only = rf"(variables/{collection(config, k)}|aux/log_b/{collection(config, k)}" + ("|aux/log_step" if k == 0 else "") \
             + r")(/.*)?"
         steps = max(1.0, first if k == 0 else later)
         phases.append(dict(name=f"group{k}", epochs=steps, lr=lr, warmup=0.1 if k == 0 else 0.0,

@@ -114,3 +114,11 @@ def test_decoded_nirvana_weights_render_any_frames_in_one_batch():
     singles = [np.asarray(render(cfg, variables, np.array([t])))[0] for t in (11, 0, 5)]
     np.testing.assert_allclose(batch, np.stack(singles), atol=1e-6)
     assert not np.allclose(batch[0], batch[1])
+
+
+def test_group_names_sort_in_group_order_beyond_a_thousand_groups():
+    from inr.nirvana import collection
+    config = inr.get("nirvana").config_cls.tiny(Geometry.of(4004, 32, 48))   # 1001 groups
+    names = [collection(config, k) for k in range(config.n_groups)]
+    assert names[0] == "group0000" and names == sorted(names)
+    assert collection(nirvana_config(), 2) == "group002"

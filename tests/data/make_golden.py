@@ -50,10 +50,13 @@ def summarize(data: bytes) -> dict:
         "sha256": hashlib.sha256(data).hexdigest(),
         "symbols_sha256": symbols.hexdigest(),
         "symbols_note": "sha256 of every tensor's int32 little-endian symbols, row-major, in file order "
-                        "(TENSORS sections in file order, tensors in sorted path order)",
+                        "(TENSORS and RESIDUAL sections in file order, a RESIDUAL section's rebuilt symbols, "
+                        "tensors in sorted path order)",
         "config": config.to_dict(),
         "dequantized_sums": sums,
-        "generated_with": {"recipe": f"{spec.name} tiny(), init jax.random.key(0), {BITS} bits",
+        "generated_with": {"recipe": f"{spec.name} tiny(), " + (
+                               "2-epoch fit of synthetic_clip(T, H, W), learned steps" if spec.quantize
+                               else f"init jax.random.key(0), {BITS} bits"),
                            "jax": jax.__version__,
                            "JAX_DISABLE_MOST_OPTIMIZATIONS": os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS", "")},
     }
