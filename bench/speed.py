@@ -144,7 +144,7 @@ def decode_speed(config, variables, n_frames: int, rounds: int = 3) -> dict:
 
 def train_speed(model: str, config, frames: np.ndarray) -> dict:
     """XLA's FLOPs of one training step and the steady-state frames/s of the real jitted step."""
-    spec = registry.get(model)
+    spec = registry.spec_of(config)
     train = presets.train_config(model, 60, batch=TRAIN_BATCH, config=config)
     phase, n_steps = train.phases[0], phase_steps(train, frames.shape[0])[0]
     step = make_step(config, train, phase, n_steps, QuantPolicy(), frames.shape[0])
@@ -166,13 +166,14 @@ def train_speed(model: str, config, frames: np.ndarray) -> dict:
             s += 1
         step_times.append((time.perf_counter() - t) / per_round)
     step_s = statistics.median(step_times)
-    return {"step_flops": step_flops, "step_s": step_s, "train_fps": TRAIN_BATCH / step_s,
+    per_step = phase.batch_size(train.batch, frames.shape[0])   # NIRVANA's phases step on a whole group
+    return {"step_flops": step_flops, "step_s": step_s, "train_fps": per_step / step_s, "train_batch": per_step,
             "steps_per_round": per_round}
 
 
 def run_one(model: str, size: int, frames: np.ndarray, fps: float, peak: float) -> dict:
-    spec = registry.get(model)
-    config = spec.for_size(Geometry.of(*frames.shape[:3], fps=fps), size)
+    spec, overrides = registry.parse(model)   # model strings: "hnerv:cam_nodes=30" too
+    config = spec.for_size(Geometry.of(*frames.shape[:3], fps=fps), size, **overrides)
     variables = jax.jit(spec.init, static_argnums=0)(config, jax.random.key(0))
     dec = decode_speed(config, variables, frames.shape[0])
     tr = train_speed(model, config, frames)
@@ -180,11 +181,11 @@ def run_one(model: str, size: int, frames: np.ndarray, fps: float, peak: float) 
     fwd = dec["fwd_flops"]
     row = {"model": model, "size_budget": size, "params": sum(x.size for x in jax.tree.leaves(variables)),
            "fwd_flops": fwd, "fwd_flops_analytic": analytic, "step_flops": tr["step_flops"],
-           "train_batch": TRAIN_BATCH, "decode_batch": DECODE_BATCH, **dec, **tr}
+           "decode_batch": DECODE_BATCH, **dec, **tr}
     row.update(fwd_mflop=fwd / 1e6, step_gflop=tr["step_flops"] / 1e9,
                fwd_mflop_analytic=None if analytic is None else analytic / 1e6,
-               step_over_fwd=tr["step_flops"] / (TRAIN_BATCH * fwd),
-               train_gflops=tr["train_fps"] / TRAIN_BATCH * tr["step_flops"] / 1e9,
+               step_over_fwd=tr["step_flops"] / (tr["train_batch"] * fwd),
+               train_gflops=tr["train_fps"] / tr["train_batch"] * tr["step_flops"] / 1e9,
                decode_gflops=dec["decode_fps"] * fwd / 1e9, config=config.to_dict())
     row.update(train_peak_frac=row["train_gflops"] / peak, decode_peak_frac=row["decode_gflops"] / peak)
     return row

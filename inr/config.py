@@ -71,12 +71,17 @@ def _from_plain(cls: type, d: Any):
     if not isinstance(d, dict):
         raise ConfigError(f"{cls.__name__} needs a mapping, got {type(d).__name__}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = dataclasses.fields(cls)
+    names = [f.name for f in fields]
     unknown = sorted(set(d) - set(names))
-    missing = [n for n in names if n not in d]
+    # As the file header (codec/FORMAT.md §4.1): fields are append-only, so a dict written before the
+    # last fields were added lacks a suffix of them, which take their defaults. Any other gap is an error.
+    n_known = max((i + 1 for i, n in enumerate(names) if n in d), default=0)
+    appended = all(f.default is not dataclasses.MISSING for f in fields[n_known:])
+    missing = [n for n in (names if not appended else names[:n_known]) if n not in d]
     if unknown or missing:
         raise ConfigError(f"{cls.__name__}: unknown keys {unknown}, missing keys {missing}")
-    return cls(**{n: _coerce(hints[n], d[n], f"{cls.__name__}.{n}") for n in names})
+    return cls(**{n: _coerce(hints[n], d[n], f"{cls.__name__}.{n}") for n in names[:n_known]})
 
 
 def _coerce(tp: Any, v: Any, where: str) -> Any:
