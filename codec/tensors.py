@@ -90,12 +90,7 @@ def decode_residual(body: bytes, abstract, ref_quantized: dict[str, QuantizedTen
     r = ByteReader(body, "residual section")
     name = r.blob().decode(errors="replace")
     r.blob()
-    if r.u32() != layout_crc(abstract):
-        raise FormatError(f"collection {name!r} was written for a different parameter layout "
-                          "(the file and this nerva disagree on the model's structure)")
-    shapes = [(p, tuple(x.shape)) for p, x in flatten(abstract)]
-    if r.uvarint() != len(shapes):
-        raise FormatError(f"collection {name!r} has the wrong number of tensors")
+    shapes = _read_layout(r, name, abstract)
     metas = []
     for p, shape in shapes:
         start = r.pos
@@ -126,16 +121,22 @@ def collection_name(body: bytes) -> str:
     return ByteReader(body, "tensors or residual section").blob().decode(errors="replace")
 
 
-def decode_collection(body: bytes, abstract) -> tuple[dict[str, QuantizedTensor], list[TensorInfo]]:
-    """Inverse of `encode_collection`: quantized tensors by path, plus per-tensor info."""
-    r = ByteReader(body, "tensors section")
-    name = r.blob().decode(errors="replace")
+def _read_layout(r: ByteReader, name: str, abstract) -> list[tuple[str, tuple[int, ...]]]:
+    """Reads and checks the layout CRC and tensor count; returns the collection's (path, shape) list."""
     if r.u32() != layout_crc(abstract):
         raise FormatError(f"collection {name!r} was written for a different parameter layout "
                           "(the file and this nerva disagree on the model's structure)")
     shapes = [(p, tuple(x.shape)) for p, x in flatten(abstract)]
     if r.uvarint() != len(shapes):
         raise FormatError(f"collection {name!r} has the wrong number of tensors")
+    return shapes
+
+
+def decode_collection(body: bytes, abstract) -> tuple[dict[str, QuantizedTensor], list[TensorInfo]]:
+    """Inverse of `encode_collection`: quantized tensors by path, plus per-tensor info."""
+    r = ByteReader(body, "tensors section")
+    name = r.blob().decode(errors="replace")
+    shapes = _read_layout(r, name, abstract)
     metas = []
     for p, shape in shapes:
         start = r.pos

@@ -184,6 +184,8 @@ def bd_table(rows: list[Row], anchors=("x265-medium", "x264-medium"), metric: st
 
 def format_bd_table(table: list[dict]) -> str:
     cols = [k for k in table[0] if k not in ("codec", "points")] if table else []
+    if not cols:
+        return "no BD-rate table: the sweep has no x265-medium or x264-medium rows to compare against"
     lines = ["codec | points | " + " | ".join(f"BD-rate {c}" for c in cols),
              "--- | --- | " + " | ".join("---" for _ in cols)]
     for e in table:

@@ -18,6 +18,17 @@ from inr.registry import ModelSpec, register
 BASE_CELLS = 150   # NeRV's base grid is ~9×16 cells (bunny); the planner keeps it at most this big
 
 
+def width_fields(geometry: Geometry, width: int) -> dict:
+    """NeRV's sizing rule, shared by NeRV++: ~BASE_CELLS base grid, stem MLP 2·width wide, C1 = width,
+    channels halving per stage down to 12."""
+    plan = plan_strides(geometry.height, geometry.width, BASE_CELLS)
+    chans = [width]
+    for _ in plan.strides[1:]:
+        chans.append(max(chans[-1] // 2, min(12, width)))
+    return dict(strides=plan.strides, base_h=plan.base_h, base_w=plan.base_w, stem_width=max(16, 2 * width),
+                stem_channels=width, channels=tuple(chans))
+
+
 @dataclasses.dataclass(frozen=True)
 class NeRVConfig(CAMOption, ConfigBase):
     """NeRV decoder. Presets: `for_size(geometry, n_params)`; `tiny()` for tests."""
@@ -52,12 +63,7 @@ class NeRVConfig(CAMOption, ConfigBase):
 
     @classmethod
     def with_width(cls, geometry: Geometry, width: int) -> "NeRVConfig":
-        plan = plan_strides(geometry.height, geometry.width, BASE_CELLS)
-        chans = [width]
-        for _ in plan.strides[1:]:
-            chans.append(max(chans[-1] // 2, min(12, width)))
-        return cls(geometry, plan.strides, plan.base_h, plan.base_w, stem_width=max(16, 2 * width),
-                   stem_channels=width, channels=tuple(chans))
+        return cls(geometry, **width_fields(geometry, width))
 
     @classmethod
     def tiny(cls, geometry: Geometry | None = None) -> "NeRVConfig":

@@ -26,9 +26,8 @@ import jax.numpy as jnp
 from inr import sizing
 from inr.cam import CAMOption, frame_position
 from inr.config import ConfigBase, Geometry
-from inr.grid import plan_strides
 from inr.layers import ACTIVATIONS, Conv, Dense, UpBlock, activation, gelu, output_head, positional_encoding
-from inr.nerv import BASE_CELLS
+from inr.nerv import width_fields
 from inr.registry import ModelSpec, register
 
 
@@ -68,12 +67,7 @@ class NeRVPPConfig(CAMOption, ConfigBase):
 
     @classmethod
     def with_width(cls, geometry: Geometry, width: int) -> "NeRVPPConfig":
-        plan = plan_strides(geometry.height, geometry.width, BASE_CELLS)
-        chans = [width]
-        for _ in plan.strides[1:]:
-            chans.append(max(chans[-1] // 2, min(12, width)))
-        return cls(geometry, plan.strides, plan.base_h, plan.base_w, stem_width=max(16, 2 * width),
-                   stem_channels=width, channels=tuple(chans))
+        return cls(geometry, **width_fields(geometry, width))   # NeRV's sizing rule: equal-size comparisons
 
     @classmethod
     def tiny(cls, geometry: Geometry | None = None) -> "NeRVPPConfig":

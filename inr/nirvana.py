@@ -95,8 +95,10 @@ class NIRVANAConfig(ConfigBase):
 
     @classmethod
     def with_width(cls, geometry: Geometry, width: int) -> "NIRVANAConfig":
-        return cls(geometry, width=width, features=max(4, min(16, width // 8)),
-                   up_channels=max(4, min(16, width // 8)))
+        # The conv block dominates small groups; letting its channels drop to 2 keeps budgets of a few
+        # hundred parameters per group reachable (carphone's 30 groups at 50k parameters in all).
+        return cls(geometry, width=width, features=max(2, min(16, width // 8)),
+                   up_channels=max(2, min(16, width // 8)))
 
     @classmethod
     def tiny(cls, geometry: Geometry | None = None) -> "NIRVANAConfig":

@@ -25,3 +25,19 @@ def carphone_small() -> np.ndarray:
 def synthetic() -> np.ndarray:
     """8 frames of 32×48 smooth moving pattern."""
     return synthetic_clip(8, 32, 48)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drops in-memory compiled programs after each test module: with every model family the suite's
+    process otherwise keeps growing (6 GB seen); the persistent cache still serves recompilations."""
+    yield
+    import jax
+
+    from codec import decoder
+    from train import loop
+    for fn in (loop.make_step, loop._eval_fn):
+        fn.cache_clear()
+    if hasattr(decoder, "_render_fn") and hasattr(decoder._render_fn, "cache_clear"):
+        decoder._render_fn.cache_clear()
+    jax.clear_caches()

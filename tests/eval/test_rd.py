@@ -32,6 +32,15 @@ def test_sweep_writes_rows_plots_and_bd_table_and_resumes(tmp_path, capsys):
     assert [(tmp_path / f"rd.{ext}").read_bytes() for ext in ("png", "svg")] == plots   # same bytes
 
 
+def test_bd_table_without_an_anchor_says_so():
+    from codec.metrics import Quality
+    from eval.results import new_row
+    rows = [new_row(codec="nerv", preset=f"{b}", clip="c", shape=(1, 1, 8000), num_bytes=round(b * 1000),
+                    quality=Quality(30 + b, 30 + b, 0.9, 1), encode_s=0.0, decode_fps=0.0, config={})
+            for b in (0.1, 0.2)]
+    assert rd.format_bd_table(rd.bd_table(rows)).startswith("no BD-rate table")
+
+
 def test_codec_groups_expand_and_unknown_codecs_are_refused():
     assert rd.expand_codecs("nerv,x265") == ["nerv", "x265-medium", "x265-veryslow"]
     with pytest.raises(ConfigError, match="unknown codec 'x266'"):
