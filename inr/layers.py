@@ -48,12 +48,15 @@ def activation(name: str) -> Callable:
 torch_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
-def _torch_bias_init(fan_in: int):
-    bound = 1.0 / math.sqrt(fan_in)
-
+def uniform_init(bound: float):
+    """Initializer drawing U(-bound, bound)."""
     def init(key, shape, dtype=jnp.float32):
         return jax.random.uniform(key, shape, dtype, -bound, bound)
     return init
+
+
+def _torch_bias_init(fan_in: int):
+    return uniform_init(1.0 / math.sqrt(fan_in))
 
 
 def _inits(init: str, fan_in: int):

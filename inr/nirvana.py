@@ -40,7 +40,7 @@ import numpy as np
 
 from inr import sizing
 from inr.config import ConfigBase, Geometry
-from inr.layers import Conv, Dense, gelu, output_head, pixel_shuffle
+from inr.layers import Conv, Dense, gelu, output_head, pixel_shuffle, uniform_init
 from inr.registry import ModelSpec, register
 
 LAPLACE_FLOOR = 1e-9   # probability floor of the rate estimate (a symbol far in the tail costs ~30 bits)
@@ -136,15 +136,9 @@ class SirenLayer(nn.Module):
     def __call__(self, x):
         fan_in = x.shape[-1]
         bound = 1.0 / fan_in if self.first else math.sqrt(6.0 / fan_in) / self.omega0
-        dense = nn.Dense(self.features, kernel_init=_uniform(bound), bias_init=_uniform(1.0 / math.sqrt(fan_in)),
+        dense = nn.Dense(self.features, kernel_init=uniform_init(bound), bias_init=uniform_init(1.0 / math.sqrt(fan_in)),
                          name="dense")
         return jnp.sin(self.omega0 * dense(x))
-
-
-def _uniform(bound: float):
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-    return init
 
 
 class GroupNet(nn.Module):
