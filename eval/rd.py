@@ -176,20 +176,30 @@ def bd_table(rows: list[Row], anchors=("x265-medium", "x264-medium"), metric: st
             try:
                 entry[f"vs {anchor}"] = bd_rate([r.bpp for r in a], [getattr(r, metric) for r in a],
                                                 [r.bpp for r in group], [getattr(r, metric) for r in group])
-            except ValueError:
-                entry[f"vs {anchor}"] = None   # too few points, or curves that do not overlap
+            except ValueError as e:
+                entry[f"vs {anchor}"] = None
+                entry.setdefault("why", {})[f"vs {anchor}"] = _bd_failure(str(e))
         table.append(entry)
     return table
 
 
+def _bd_failure(message: str) -> str:
+    """A few words for a BD-rate that cannot be computed (from eval.bdrate's ValueError)."""
+    for needle, words in (("needs at least", "too few points"), ("do not overlap", "no overlap"),
+                          ("increase strictly", "not monotonic")):
+        if needle in message:
+            return words
+    return "invalid curve"
+
+
 def format_bd_table(table: list[dict]) -> str:
-    cols = [k for k in table[0] if k not in ("codec", "points")] if table else []
+    cols = [k for k in table[0] if k.startswith("vs ")] if table else []
     if not cols:
         return "no BD-rate table: the sweep has no x265-medium or x264-medium rows to compare against"
     lines = ["codec | points | " + " | ".join(f"BD-rate {c}" for c in cols),
              "--- | --- | " + " | ".join("---" for _ in cols)]
     for e in table:
-        cells = ["n/a (no overlap)" if e[c] is None else f"{e[c]:+.1f}%" for c in cols]
+        cells = [f"n/a ({e['why'][c]})" if e[c] is None else f"{e[c]:+.1f}%" for c in cols]
         lines.append(f"{e['codec']} | {e['points']} | " + " | ".join(cells))
     return "\n".join(lines)
 

@@ -87,3 +87,20 @@ def test_bd_table_is_zero_for_the_anchor_against_itself():
     table = {e["codec"]: e for e in rd.bd_table(rows, anchors=("x265-medium",))}
     assert table["x265-medium"]["vs x265-medium"] == pytest.approx(0.0, abs=1e-9)
     assert table["nerv"]["vs x265-medium"] == pytest.approx(100.0, abs=1e-6)
+
+
+def test_bd_table_says_why_a_cell_is_missing():
+    from codec.metrics import Quality
+    from eval.results import new_row
+
+    def row(codec, bpp, q):
+        return new_row(codec=codec, preset=f"{bpp}", clip="c", shape=(1, 1, 8000), num_bytes=round(bpp * 1000),
+                       quality=Quality(q, q, 0.9, 1), encode_s=0.0, decode_fps=0.0, config={})
+    rows = [row("x265-medium", b, q) for b, q in [(0.1, 30), (0.2, 33), (0.4, 36)]]
+    rows += [row("nerv", 0.3, 31)]                                           # one point
+    rows += [row("hnerv", b, q) for b, q in [(0.1, 10), (0.2, 12)]]          # below the anchor's range
+    rows += [row("cam", b, q) for b, q in [(0.1, 32), (0.2, 31)]]            # quality falls with rate
+    lines = {line.split(" | ")[0]: line for line in rd.format_bd_table(rd.bd_table(rows)).splitlines()}
+    assert lines["nerv"].endswith("| n/a (too few points)")
+    assert lines["hnerv"].endswith("| n/a (no overlap)")
+    assert lines["cam"].endswith("| n/a (not monotonic)")
