@@ -227,22 +227,28 @@ def _group_of(config: NIRVANAConfig, phase) -> int:
     return phase.frames[0] // config.group
 
 
-def rate(config: NIRVANAConfig, variables, aux, phase):
-    """Estimated bits of the phase's group: integer residuals to the previous group's integers (group 0:
-    to zero) under a discretized Laplace(0, b) per tensor, b learned."""
-    k = _group_of(config, phase)
+def _stack_log_b(config: NIRVANAConfig, aux):
+    groups = [aux["log_b"][collection(config, k)] for k in range(config.n_groups)]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *groups)
+
+
+def rate(config: NIRVANAConfig, variables, aux, idx):
+    """Estimated bits of the group of frames `idx`: integer residuals to the previous group's integers
+    (group 0: to zero) under a discretized Laplace(0, b) per tensor, b learned. The group is picked with
+    a traced index, so every warm-started group's phase runs the same compiled step."""
+    k = idx[0] // config.group
     steps = _steps(aux)
-    cur = variables[collection(config, k)]
-    prev = variables[collection(config, k - 1)] if k > 0 else None
+    stacked = _stack(config, variables)
+    cur = jax.tree.map(lambda w: w[k], stacked)
+    prev = jax.tree.map(lambda w: w[jnp.maximum(k - 1, 0)], stacked)
     leaves, treedef = jax.tree.flatten(cur)
     step_leaves = treedef.flatten_up_to(steps)
-    prev_leaves = treedef.flatten_up_to(prev) if prev is not None else [None] * len(leaves)
-    b_leaves = treedef.flatten_up_to(aux["log_b"][collection(config, k)])
+    prev_leaves = treedef.flatten_up_to(prev)
+    b_leaves = treedef.flatten_up_to(jax.tree.map(lambda b: b[k], _stack_log_b(config, aux)))
     bits = 0.0
     for w, s, p, log_b in zip(leaves, step_leaves, prev_leaves, b_leaves):
-        r = _round_ste(w / s)
-        if p is not None:
-            r = r - jax.lax.stop_gradient(jnp.round(p / s))
+        ref = jnp.where(k > 0, jax.lax.stop_gradient(jnp.round(p / s)), 0.0)
+        r = _round_ste(w / s) - ref
         b = jnp.exp(log_b) + 1e-3
         prob = _laplace_cdf(r + 0.5, b) - _laplace_cdf(r - 0.5, b)
         bits = bits - jnp.sum(jnp.log2(jnp.maximum(prob, LAPLACE_FLOOR)))
@@ -314,8 +320,9 @@ def schedule(config: NIRVANAConfig, epochs: float, lr: float) -> list[dict]:
     phases = []
     for k in range(n):
         start, stop = k * config.group, min((k + 1) * config.group, config.geometry.frames)
-        only = rf"(variables/{collection(config, k)}|aux/log_b/{collection(config, k)}" + ("|aux/log_step" if k == 0 else "") \
-            + r")(/.*)?"
+        # Only group k's tensors get gradients (they are picked by a traced group index); the learned
+        # steps are frozen after group 0. Later groups thus share one phase shape and one compiled step.
+        only = "" if k == 0 else r"(variables|aux/log_b)(/.*)?"
         steps = max(1.0, first if k == 0 else later)
         phases.append(dict(name=f"group{k}", epochs=steps, lr=lr if k == 0 else lr * config.warm_lr,
                            warmup=0.1 if k == 0 else 0.0,

@@ -34,7 +34,8 @@ class ModelSpec:
     # only: inr imports neither codec nor train.
     schedule: Callable | None = None      # (config, epochs, lr) -> [dict of train.schedule.Phase fields]
     start_phase: Callable | None = None   # (config, variables, aux, phase) -> (variables, aux), at phase start
-    rate: Callable | None = None          # (config, variables, aux, phase) -> estimated bits (differentiable)
+    rate: Callable | None = None          # (config, variables, aux, idx) -> estimated bits of the phase's
+                                          # tensors (differentiable); idx: the step's frames
     quantize: Callable | None = None      # (config, variables, aux) -> {'collection/path': (int32 symbols,
                                           # float16 steps)}: learned steps instead of the codec's quantizer
     references: Callable | None = None    # (config) -> {collection: earlier collection it is residual-coded

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -10,8 +11,12 @@ import jax
 from inr.errors import ConfigError
 
 
+@functools.lru_cache(maxsize=4096)
 def count(init: Callable, config) -> int:
-    """Number of stored parameters of `config`, from `jax.eval_shape` (no arrays are allocated)."""
+    """Number of stored parameters of `config`, from `jax.eval_shape` (no arrays are allocated).
+
+    Memoized: configs are frozen, and tracing a large decoder takes up to a second, while the width
+    solver and every `for_size` caller ask about the same configs again."""
     shapes = jax.eval_shape(lambda: init(config, jax.random.key(0)))
     return sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
 

@@ -36,7 +36,7 @@ def _release_compiled_programs():
 
     from codec import decoder
     from train import loop
-    for fn in (loop.make_step, loop._eval_fn):
+    for fn in (loop._step_program, loop._eval_program):
         fn.cache_clear()
     if hasattr(decoder, "_render_fn") and hasattr(decoder._render_fn, "cache_clear"):
         decoder._render_fn.cache_clear()

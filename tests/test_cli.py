@@ -129,14 +129,24 @@ def test_unreadable_video_and_empty_folder_are_errors(capsys, tmp_path, monkeypa
     (lambda b: b"GIF89a" + b[6:], ["not a .nerva file"]),
     (lambda b: b"", ["empty"]),
 ])
-def test_damaged_files_are_refused_by_decode_and_info(fitted, damage, words, tmp_path):
+def test_damaged_files_are_refused_by_decode_and_info(fitted, damage, words, tmp_path, capsys):
+    """In-process (the console script is `main`); `test_damaged_file_in_another_process` covers the process."""
     _, path = fitted
     bad = tmp_path / "bad.nerva"
     bad.write_bytes(damage(path.read_bytes()))
     for argv in (["decode", bad, "-o", tmp_path / "out.mp4"], ["info", bad]):
-        code, out, err = run_cli(*argv)
-        assert code == 1
-        assert_one_line_error(err, *words)
+        assert main([str(a) for a in argv]) == 1
+        assert_one_line_error(capsys, *words)
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_damaged_file_in_another_process_exits_1_with_one_line(fitted, tmp_path):
+    _, path = fitted
+    bad = tmp_path / "bad.nerva"
+    bad.write_bytes(path.read_bytes()[:-7])
+    code, out, err = run_cli("decode", bad, "-o", tmp_path / "out.mp4")
+    assert code == 1
+    assert_one_line_error(err, "truncated")
     assert not (tmp_path / "out.mp4").exists()
 
 

@@ -58,17 +58,20 @@ class _State:
 
 
 def _optimizer(train: TrainConfig) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(train.clip_norm),
-                       optax.scale_by_adam(train.beta1, train.beta2))
+    return _optimizer_of(train.clip_norm, train.beta1, train.beta2)
 
 
-def _lr(phase: Phase, step, n_steps: int):
+def _optimizer_of(clip_norm: float, beta1: float, beta2: float) -> optax.GradientTransformation:
+    return optax.chain(optax.clip_by_global_norm(clip_norm), optax.scale_by_adam(beta1, beta2))
+
+
+def _lr(hp: dict, step):
     """Linear warmup from 0.1·lr, then cosine to 0 (NeRV/HNeRV's per-iteration schedule)."""
-    warm = max(int(phase.warmup * n_steps), 0)
     s = jnp.asarray(step, jnp.float32)
-    up = phase.lr * (0.1 + 0.9 * s / max(warm, 1))
-    frac = (s - warm) / max(n_steps - warm, 1)
-    down = phase.lr * 0.5 * (1.0 + jnp.cos(jnp.pi * jnp.clip(frac, 0.0, 1.0)))
+    warm, n_steps = hp["warm"].astype(jnp.float32), hp["n_steps"].astype(jnp.float32)
+    up = hp["lr"] * (0.1 + 0.9 * s / jnp.maximum(warm, 1.0))
+    frac = (s - warm) / jnp.maximum(n_steps - warm, 1.0)
+    down = hp["lr"] * 0.5 * (1.0 + jnp.cos(jnp.pi * jnp.clip(frac, 0.0, 1.0)))
     return jnp.where(s < warm, up, down)
 
 
@@ -81,58 +84,86 @@ def _lr_scaler(config) -> Callable:
         lambda p, u: u * first_match(path_str(p), rules, 1.0), updates)
 
 
-def _frozen(phase: Phase) -> Callable:
-    """Zeroes the gradients and updates of every tensor the phase may not change (`Phase.train_only`)."""
-    if not phase.train_only:
+def _frozen(train_only: str) -> Callable:
+    """Zeroes the gradients and updates of every tensor a phase may not change (`Phase.train_only`)."""
+    if not train_only:
         return lambda tree: tree
     return lambda tree: jax.tree_util.tree_map_with_path(
-        lambda p, x: x if re.fullmatch(phase.train_only, path_str(p)) else jnp.zeros_like(x), tree)
+        lambda p, x: x if re.fullmatch(train_only, path_str(p)) else jnp.zeros_like(x), tree)
 
 
-def _forward_fn(config, phase: Phase, policy: QuantPolicy) -> Callable:
-    """(variables, aux, idx, frames) -> predicted frames, as this phase sees them."""
+@dataclasses.dataclass(frozen=True)
+class _Shape:
+    """What a phase's compiled programs depend on. A phase's numbers (learning rate, warmup, length, first
+    frame, rate weight) are arguments instead, so phases that differ only in them (fit and prune; NIRVANA's
+    warm-started groups) share one compiled step."""
+
+    use_encoder: bool
+    quantize: bool
+    train_only: str
+    rated: bool
+    span: int          # frames in the phase's range
+    batch: int
+
+    @classmethod
+    def of(cls, spec, phase: Phase, train_batch: int, n_frames: int) -> "_Shape":
+        start, stop = phase.frame_range(n_frames)
+        return cls(phase.use_encoder and spec.init_aux is not None, phase.quantize, phase.train_only,
+                   bool(phase.rate_weight), stop - start, phase.batch_size(train_batch, n_frames))
+
+
+def _numbers(phase: Phase, n_steps: int, n_frames: int, train_batch: int) -> dict:
+    """The phase's numbers as step arguments (device scalars)."""
+    start, stop = phase.frame_range(n_frames)
+    per_epoch = max((stop - start) // phase.batch_size(train_batch, n_frames), 1)
+    return {"lr": jnp.float32(phase.lr), "warm": jnp.int32(max(int(phase.warmup * n_steps), 0)),
+            "n_steps": jnp.int32(n_steps), "start": jnp.int32(start), "per_epoch": jnp.int32(per_epoch),
+            "rate_weight": jnp.float32(phase.rate_weight)}
+
+
+def _forward_fn(config, shape: _Shape, policy: QuantPolicy | None) -> Callable:
+    """(variables, aux, idx, frames) -> predicted frames, as a phase of this shape sees them."""
     spec = registry.spec_of(config)
-    use_encoder = phase.use_encoder and spec.init_aux is not None
 
     def forward(variables, aux, idx, frames):
-        if phase.quantize and spec.quantize is None:   # families with their own quantizer round themselves
+        if shape.quantize and spec.quantize is None:   # families with their own quantizer round themselves
             variables = jax.tree_util.tree_map_with_path(
                 lambda p, w: fake_quantize(w, policy.bits_for(path_str(p))), variables)
-        if use_encoder:
+        if shape.use_encoder:
             return spec.train_render(config, variables, aux, idx, frames)
         return spec.render(config, variables, idx)
     return forward
 
 
+def _policy_key(shape: _Shape, policy: QuantPolicy) -> QuantPolicy | None:
+    """The quantization policy only shapes quantization-aware programs."""
+    return policy if shape.quantize else None
+
+
 @functools.lru_cache(maxsize=64)
-def make_step(config, train: TrainConfig, phase: Phase, n_steps: int, policy: QuantPolicy, n_frames: int):
-    """The jitted step: (state tree, frames (T,H,W,3) uint8, key, local step) -> (state tree, loss, mse).
-
-    Memoized on its (hashable) arguments, so repeated fits in one process reuse the compiled step.
-    """
-    tx = _optimizer(train)
-    forward = _forward_fn(config, phase, policy)
-    loss_fn = LOSSES[train.loss]
-    start, stop = phase.frame_range(n_frames)
-    batch = phase.batch_size(train.batch, n_frames)
-    per_epoch = max((stop - start) // batch, 1)
+def _step_program(config, optimizer: tuple, loss: str, shape: _Shape, policy: QuantPolicy | None):
+    """The jitted step: (state tree, frames (T,H,W,3) uint8, key, local step, numbers) -> (state tree,
+    loss, mse). Memoized on its (hashable) arguments, so repeated phases and fits reuse the compiled step."""
+    tx = _optimizer_of(*optimizer)
+    forward = _forward_fn(config, shape, policy)
+    loss_fn = LOSSES[loss]
     lr_scaled = _lr_scaler(config)
-    frozen = _frozen(phase)
+    frozen = _frozen(shape.train_only)
     spec = registry.spec_of(config)
-    pixels = (stop - start) * config.geometry.height * config.geometry.width
+    pixels = shape.span * config.geometry.height * config.geometry.width
 
-    def step(tree, frames, key, s):
-        epoch = s // per_epoch
-        perm = start + jax.random.permutation(jax.random.fold_in(key, epoch), stop - start)
-        idx = jax.lax.dynamic_slice(perm, ((s % per_epoch) * batch,), (batch,))
+    def step(tree, frames, key, s, hp):
+        epoch = s // hp["per_epoch"]
+        perm = hp["start"] + jax.random.permutation(jax.random.fold_in(key, epoch), shape.span)
+        idx = jax.lax.dynamic_slice(perm, ((s % hp["per_epoch"]) * shape.batch,), (shape.batch,))
         target = frames[idx].astype(jnp.float32) / 255.0
 
         def objective(trainable):
             pred = forward(trainable["variables"], trainable["aux"], idx, target)
             loss = loss_fn(pred, target)
-            if phase.rate_weight:
-                bits = spec.rate(config, trainable["variables"], trainable["aux"], phase)
-                loss = loss + phase.rate_weight * bits / pixels
+            if shape.rated:
+                bits = spec.rate(config, trainable["variables"], trainable["aux"], idx)
+                loss = loss + hp["rate_weight"] * bits / pixels
             return loss, jnp.mean((pred - target) ** 2)
 
         trainable = {"variables": tree["variables"], "aux": tree["aux"]}
@@ -140,12 +171,35 @@ def make_step(config, train: TrainConfig, phase: Phase, n_steps: int, policy: Qu
         grads = frozen(grads)
         updates, opt = tx.update(grads, tree["opt"], trainable)
         updates = frozen({"variables": lr_scaled(updates["variables"]), "aux": updates["aux"]})
-        lr = _lr(phase, s, n_steps)
+        lr = _lr(hp, s)
         trainable = jax.tree.map(lambda p, u: p - lr * u, trainable, updates)
         variables = jax.tree.map(lambda p, m: p * m, trainable["variables"], tree["masks"])
         return {"variables": variables, "aux": trainable["aux"], "opt": opt,
                 "masks": tree["masks"]}, loss, mse
     return jax.jit(step, donate_argnums=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Step:
+    """A compiled step program bound to one phase's numbers: step(tree, frames, key, local step)."""
+
+    program: Any
+    numbers: dict
+
+    def __call__(self, tree, frames, key, s):
+        return self.program(tree, frames, key, s, self.numbers)
+
+    def lower(self, tree, frames, key, s):
+        return self.program.lower(tree, frames, key, s, self.numbers)
+
+
+def make_step(config, train: TrainConfig, phase: Phase, n_steps: int, policy: QuantPolicy, n_frames: int) -> _Step:
+    """The jitted step of `phase`: (state tree, frames (T,H,W,3) uint8, key, local step) -> (state tree,
+    loss, mse)."""
+    shape = _Shape.of(registry.spec_of(config), phase, train.batch, n_frames)
+    program = _step_program(config, (train.clip_norm, train.beta1, train.beta2), train.loss, shape,
+                            _policy_key(shape, policy))
+    return _Step(program, _numbers(phase, n_steps, n_frames, train.batch))
 
 
 def phase_steps(train: TrainConfig, n_frames: int) -> list[int]:
@@ -158,8 +212,15 @@ def phase_steps(train: TrainConfig, n_frames: int) -> list[int]:
 
 
 @functools.lru_cache(maxsize=64)
-def _eval_fn(config, phase: Phase, policy: QuantPolicy):
-    return jax.jit(_forward_fn(config, phase, policy))
+def _eval_program(config, shape: _Shape, policy: QuantPolicy | None):
+    return jax.jit(_forward_fn(config, shape, policy))
+
+
+def _eval_fn(config, phase: Phase, policy: QuantPolicy, n_frames: int):
+    """The jitted forward pass as `phase` sees the model (shared by phases of the same kind)."""
+    shape = _Shape.of(registry.spec_of(config), phase, 1, n_frames)
+    shape = dataclasses.replace(shape, train_only="", rated=False, span=0, batch=0)   # forward-only
+    return _eval_program(config, shape, _policy_key(shape, policy))
 
 
 def _evaluate(fn, variables, aux, frames: np.ndarray, batch: int = 8, start: int = 0,
@@ -298,7 +359,7 @@ def fit(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, *, 
                                 checkpointer, log_every, phase.batch_size(train.batch, frames.shape[0]))
         state = _State.of(tree)
         start, stop = phase.frame_range(frames.shape[0])
-        end_psnr = _evaluate(_eval_fn(config, phase, policy), state.variables, state.aux, frames,
+        end_psnr = _evaluate(_eval_fn(config, phase, policy, frames.shape[0]), state.variables, state.aux, frames,
                              start=start, stop=stop)
         history.append({"phase": phase.name, "step": done, "phase_end_psnr": end_psnr})
         if not phase.quantize:

@@ -69,8 +69,11 @@ def test_same_seed_gives_bitwise_identical_fits_and_another_seed_does_not(name, 
     assert not _leaves_equal(a, c)
 
 
-@pytest.mark.parametrize("name", inr.names())
-@pytest.mark.parametrize("stop_at", [5, 12])   # mid-fit, and inside the prune phase
+# Resume is generic over the state tree; what differs between families is the state: NeRV's plain
+# parameters (NeRV++ and CAM are such trees too), HNeRV's encoder that turns into stored embeddings
+# mid-schedule, NIRVANA's learned steps and per-group phases.
+@pytest.mark.parametrize("name,stop_at", [("nerv", 5), ("nerv", 12), ("hnerv", 5), ("hnerv", 12),
+                                          ("nirvana", 5), ("nirvana", 12)])   # mid-fit; inside the 2nd phase
 def test_resumed_fit_equals_uninterrupted_fit(name, stop_at, synthetic, tmp_path):
     config = _config(name, synthetic)
     train = _own_or(name, config, SCHEDULE)
