@@ -63,6 +63,7 @@ class NIRVANAConfig(ConfigBase):
     rate_weight: float = 1e-3      # λ in MSE per bpp of the group (encode time only)
     init_bits: int = 8             # the learned steps start at range / (2^init_bits − 1) (encode time only)
     warm_lr: float = 0.2           # learning-rate multiplier of the warm-started groups (encode time only)
+    target_psnr: float = 0.0       # a group's fit ends once it reaches this PSNR (dB); 0 = all steps (encode time)
 
     def __post_init__(self):
         if min(self.group, self.cell, self.up, self.width, self.depth, self.features, self.up_channels) < 1:
@@ -73,6 +74,8 @@ class NIRVANAConfig(ConfigBase):
             raise ValueError("init_bits must lie in 2..16")
         if not 0 < self.warm_lr <= 10:
             raise ValueError("warm_lr must lie in (0, 10]")
+        if not 0 <= self.target_psnr < 100:
+            raise ValueError("target_psnr must lie in [0, 100) dB (0: no early stop)")
 
     @property
     def patch(self) -> int:
@@ -327,7 +330,7 @@ def schedule(config: NIRVANAConfig, epochs: float, lr: float) -> list[dict]:
         phases.append(dict(name=f"group{k}", epochs=steps, lr=lr if k == 0 else lr * config.warm_lr,
                            warmup=0.1 if k == 0 else 0.0,
                            use_encoder=True, quantize=True, frames=(start, stop), train_only=only,
-                           rate_weight=config.rate_weight, batch=stop - start))
+                           rate_weight=config.rate_weight, batch=stop - start, target_psnr=config.target_psnr))
     return phases
 
 

@@ -5,7 +5,10 @@ from pathlib import Path
 
 # Compile-friendly tests: most time in a tiny-model test is XLA compilation, not running.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path.home() / ".cache" / "nerva-tests-jax"))
+_cache = os.environ.get("JAX_COMPILATION_CACHE_DIR", str(Path.home() / ".cache" / "nerva-tests-jax"))
+if os.environ.get("PYTEST_XDIST_WORKER"):   # JAX writes cache entries in place, unlocked: one directory
+    _cache = f"{_cache}-{os.environ['PYTEST_XDIST_WORKER']}"   # per concurrently compiling test process
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 os.environ.setdefault("MPLBACKEND", "Agg")
 

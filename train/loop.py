@@ -301,7 +301,9 @@ class _Meter:
 
 def _run_phase(step, tree, frames_dev, key, steps: range, done: int, phase: Phase, meter: _Meter,
                history: list, bar, checkpointer, log_every: int, frames_per_step: int):
-    """Runs local steps `steps` of one phase; returns (state tree, global steps done)."""
+    """Runs local steps `steps` of one phase; returns (state tree, global steps done). A phase with a
+    `target_psnr` ends at the first step whose PSNR reaches it: the global step count then jumps to the
+    phase's end, so a resumed run skips the same steps."""
     for s in steps:
         ts = time.perf_counter()
         tree, loss, mse = step(tree, frames_dev, key, jnp.int32(s))
@@ -309,16 +311,20 @@ def _run_phase(step, tree, frames_dev, key, steps: range, done: int, phase: Phas
         if s > 0:   # the first step of a phase pays for compilation
             meter.timed_frames += frames_per_step
             meter.timed_s += time.perf_counter() - ts
-        done += 1
+        reached = phase.target_psnr > 0 and -10 * math.log10(max(float(mse), 1e-12)) >= phase.target_psnr
+        skip = steps[-1] - s if reached else 0
+        done += 1 + skip
         if bar:
-            bar.update(1)
-        if meter.n == log_every or s == steps[-1]:
+            bar.update(1 + skip)
+        if meter.n == log_every or s == steps[-1] or reached:
             history.append(meter.row(phase.name, done))
             if bar:
                 bar.set_postfix_str(f"{phase.name} loss {history[-1]['loss']:.4f} "
                                     f"psnr {history[-1]['psnr']:.2f}")
         if checkpointer is not None:
             checkpointer.maybe_save(done, tree)
+        if reached:
+            break
     return tree, done
 
 

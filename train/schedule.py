@@ -18,7 +18,9 @@ class Phase(ConfigBase):
     (families with their own quantizer, `ModelSpec.quantize`, round inside their `train_render`).
 
     Families that fit in pieces (NIRVANA: one phase per group of frames) restrict a phase to a frame
-    range, to the tensors it may change, and add their estimated rate to the loss.
+    range, to the tensors it may change, and add their estimated rate to the loss; such a phase may end
+    as soon as a step reaches `target_psnr` on its batch (a whole group of frames per step for NIRVANA,
+    so the step's PSNR is the group's PSNR as the file will hold it), skipping its remaining steps.
     """
 
     name: str                    # shown in the progress bar: "fit", "prune", "qat"
@@ -32,6 +34,7 @@ class Phase(ConfigBase):
     train_only: str = ""         # regex over 'variables/...' and 'aux/...' paths that may change; "" = all
     rate_weight: float = 0.0     # λ: loss = distortion + λ · ModelSpec.rate / (pixels of the phase's frames)
     batch: int = 0               # frames per step in this phase; 0 = TrainConfig.batch
+    target_psnr: float = 0.0     # end the phase early once a step's PSNR (dB) on its batch reaches this; 0 = off
 
     def batch_size(self, train_batch: int, n_frames: int) -> int:
         start, stop = self.frame_range(n_frames)

@@ -142,3 +142,14 @@ def test_a_phase_with_a_frame_range_and_its_own_batch_counts_its_own_steps():
     train = TrainConfig((Phase("a", 3, 1e-3, frames=(4, 8), batch=4), Phase("b", 2, 1e-3, frames=(8, 10))),
                         batch=2)
     assert phase_steps(train, 120) == [3, 2]
+
+
+def test_a_phase_ends_at_the_first_step_that_reaches_its_target_psnr(synthetic):
+    config = _config("nerv", synthetic)
+    one_step = fit(config, synthetic, TrainConfig((Phase("fit", 0.25, 3e-3),), batch=2), QuantPolicy())
+    early = fit(config, synthetic, TrainConfig((Phase("fit", 4, 3e-3, target_psnr=1.0),), batch=2), QuantPolicy())
+    assert _leaves_equal(one_step.variables, early.variables)   # step 0 reached 1 dB: no more steps ran
+    assert [r["step"] for r in early.history if "phase_end_psnr" in r] == [16]   # the count jumps to the end
+    full = fit(config, synthetic, TrainConfig((Phase("fit", 2, 3e-3),), batch=2), QuantPolicy())
+    never = fit(config, synthetic, TrainConfig((Phase("fit", 2, 3e-3, target_psnr=99.0),), batch=2), QuantPolicy())
+    assert _leaves_equal(full.variables, never.variables)
