@@ -118,7 +118,13 @@ def _numbers(phase: Phase, n_steps: int, n_frames: int, train_batch: int) -> dic
     per_epoch = max((stop - start) // phase.batch_size(train_batch, n_frames), 1)
     return {"lr": jnp.float32(phase.lr), "warm": jnp.int32(max(int(phase.warmup * n_steps), 0)),
             "n_steps": jnp.int32(n_steps), "start": jnp.int32(start), "per_epoch": jnp.int32(per_epoch),
-            "rate_weight": jnp.float32(phase.rate_weight)}
+            "rate_weight": jnp.float32(phase.rate_weight), "mse_stop": _mse_stop(phase)}
+
+
+def _mse_stop(phase: Phase) -> np.float32:
+    """The batch MSE at or below which a step reaches `target_psnr` (-1: never). The step and the loop
+    compare the same float32 numbers, so they agree on which step stopped."""
+    return np.float32(10.0 ** (-phase.target_psnr / 10.0) if phase.target_psnr > 0 else -1.0)
 
 
 def _forward_fn(config, shape: _Shape, policy: QuantPolicy | None) -> Callable:
@@ -171,7 +177,10 @@ def _step_program(config, optimizer: tuple, loss: str, shape: _Shape, policy: Qu
         grads = frozen(grads)
         updates, opt = tx.update(grads, tree["opt"], trainable)
         updates = frozen({"variables": lr_scaled(updates["variables"]), "aux": updates["aux"]})
-        lr = _lr(hp, s)
+        # A step whose (pre-update) batch already reaches the phase's target PSNR changes nothing: the
+        # phase ends on exactly the weights that were measured.
+        lr = jnp.where(mse <= hp["mse_stop"], 0.0, _lr(hp, s))
+        opt = jax.tree.map(lambda new, old: jnp.where(mse <= hp["mse_stop"], old, new), opt, tree["opt"])
         trainable = jax.tree.map(lambda p, u: p - lr * u, trainable, updates)
         variables = jax.tree.map(lambda p, m: p * m, trainable["variables"], tree["masks"])
         return {"variables": variables, "aux": trainable["aux"], "opt": opt,
@@ -302,8 +311,9 @@ class _Meter:
 def _run_phase(step, tree, frames_dev, key, steps: range, done: int, phase: Phase, meter: _Meter,
                history: list, bar, checkpointer, log_every: int, frames_per_step: int):
     """Runs local steps `steps` of one phase; returns (state tree, global steps done). A phase with a
-    `target_psnr` ends at the first step whose PSNR reaches it: the global step count then jumps to the
-    phase's end, so a resumed run skips the same steps."""
+    `target_psnr` ends at the first step whose PSNR (before its update) reaches it; that step leaves the
+    state unchanged, and the global step count jumps to the phase's end, so a resumed run skips the same
+    steps."""
     for s in steps:
         ts = time.perf_counter()
         tree, loss, mse = step(tree, frames_dev, key, jnp.int32(s))
@@ -311,7 +321,7 @@ def _run_phase(step, tree, frames_dev, key, steps: range, done: int, phase: Phas
         if s > 0:   # the first step of a phase pays for compilation
             meter.timed_frames += frames_per_step
             meter.timed_s += time.perf_counter() - ts
-        reached = phase.target_psnr > 0 and -10 * math.log10(max(float(mse), 1e-12)) >= phase.target_psnr
+        reached = float(mse) <= _mse_stop(phase)
         skip = steps[-1] - s if reached else 0
         done += 1 + skip
         if bar:

@@ -34,7 +34,7 @@ class Phase(ConfigBase):
     train_only: str = ""         # regex over 'variables/...' and 'aux/...' paths that may change; "" = all
     rate_weight: float = 0.0     # λ: loss = distortion + λ · ModelSpec.rate / (pixels of the phase's frames)
     batch: int = 0               # frames per step in this phase; 0 = TrainConfig.batch
-    target_psnr: float = 0.0     # end the phase early once a step's PSNR (dB) on its batch reaches this; 0 = off
+    target_psnr: float = 0.0     # end the phase at the first step whose batch PSNR (dB) reaches this; 0 = off
 
     def batch_size(self, train_batch: int, n_frames: int) -> int:
         start, stop = self.frame_range(n_frames)
