@@ -62,7 +62,10 @@ def _optimizer(train: TrainConfig) -> optax.GradientTransformation:
 
 
 def _optimizer_of(clip_norm: float, beta1: float, beta2: float) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(clip_norm), optax.scale_by_adam(beta1, beta2))
+    """Clipped Adam on all trainable tensors raveled into one vector: the same arithmetic, but a few ops
+    instead of ~10 per tensor (NIRVANA's 30 groups × 12 tensors: step compile 125 -> 50 s, and 2.2x the
+    steps per second on carphone)."""
+    return optax.flatten(optax.chain(optax.clip_by_global_norm(clip_norm), optax.scale_by_adam(beta1, beta2)))
 
 
 def _lr(hp: dict, step):
