@@ -13,7 +13,10 @@ weights and is fitted for fewer steps. Every weight is quantized with a learned 
 by all groups (learned in group 0, then frozen, so integer residuals between groups are meaningful),
 rounded straight-through in the forward pass. The loss adds λ (`rate_weight`, in MSE per bit per pixel)
 times a differentiable estimate of the group's bits: each tensor's integer residual to the previous
-group's integers under a discretized Laplace with a learned per-tensor scale.
+group's integers under a discretized Laplace with a learned per-tensor scale. With `target_psnr`, a
+group's fit ends at the first step whose coded weights reach that PSNR on the group: a group whose
+frames its predecessor already renders well enough (a static scene) keeps those integers, and its
+residual costs only its section's framing (73 bytes for carphone's 30 groups of 12 tensors).
 
 File: collection `groupNNN` per group; group 0 is a TENSORS section, group k a RESIDUAL section against
 group k-1 (codec/tensors.py), all sharing group 0's steps. Random access: frame t needs the integer chain
