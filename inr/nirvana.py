@@ -176,6 +176,8 @@ def init(config: NIRVANAConfig, key: jax.Array):
 
 
 def _stack(config: NIRVANAConfig, variables):
+    """A tree keyed by collection ('group000', ...) -> one tree with the groups stacked on a leading axis
+    (the variables, and the per-group rate-model scales)."""
     groups = [variables[collection(config, k)] for k in range(config.n_groups)]
     return jax.tree.map(lambda *xs: jnp.stack(xs), *groups)
 
@@ -233,11 +235,6 @@ def _group_of(config: NIRVANAConfig, phase) -> int:
     return phase.frames[0] // config.group
 
 
-def _stack_log_b(config: NIRVANAConfig, aux):
-    groups = [aux["log_b"][collection(config, k)] for k in range(config.n_groups)]
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *groups)
-
-
 def rate(config: NIRVANAConfig, variables, aux, idx):
     """Estimated bits of the group of frames `idx`: integer residuals to the previous group's integers
     (group 0: to zero) under a discretized Laplace(0, b) per tensor, b learned. The group is picked with
@@ -250,7 +247,7 @@ def rate(config: NIRVANAConfig, variables, aux, idx):
     leaves, treedef = jax.tree.flatten(cur)
     step_leaves = treedef.flatten_up_to(steps)
     prev_leaves = treedef.flatten_up_to(prev)
-    b_leaves = treedef.flatten_up_to(jax.tree.map(lambda b: b[k], _stack_log_b(config, aux)))
+    b_leaves = treedef.flatten_up_to(jax.tree.map(lambda b: b[k], _stack(config, aux["log_b"])))
     bits = 0.0
     for w, s, p, log_b in zip(leaves, step_leaves, prev_leaves, b_leaves):
         ref = jnp.where(k > 0, jax.lax.stop_gradient(jnp.round(p / s)), 0.0)

@@ -109,10 +109,16 @@ class _Shape:
     batch: int
 
     @classmethod
+    def forward_of(cls, spec, phase: Phase) -> "_Shape":
+        """The part the forward pass depends on (the evaluation program's key)."""
+        return cls(phase.use_encoder and spec.init_aux is not None, phase.quantize, "", False, 0, 0)
+
+    @classmethod
     def of(cls, spec, phase: Phase, train_batch: int, n_frames: int) -> "_Shape":
         start, stop = phase.frame_range(n_frames)
-        return cls(phase.use_encoder and spec.init_aux is not None, phase.quantize, phase.train_only,
-                   bool(phase.rate_weight), stop - start, phase.batch_size(train_batch, n_frames))
+        return dataclasses.replace(cls.forward_of(spec, phase), train_only=phase.train_only,
+                                   rated=bool(phase.rate_weight), span=stop - start,
+                                   batch=phase.batch_size(train_batch, n_frames))
 
 
 def _numbers(phase: Phase, n_steps: int, n_frames: int, train_batch: int) -> dict:
@@ -228,10 +234,9 @@ def _eval_program(config, shape: _Shape, policy: QuantPolicy | None):
     return jax.jit(_forward_fn(config, shape, policy))
 
 
-def _eval_fn(config, phase: Phase, policy: QuantPolicy, n_frames: int):
+def _eval_fn(config, phase: Phase, policy: QuantPolicy):
     """The jitted forward pass as `phase` sees the model (shared by phases of the same kind)."""
-    shape = _Shape.of(registry.spec_of(config), phase, 1, n_frames)
-    shape = dataclasses.replace(shape, train_only="", rated=False, span=0, batch=0)   # forward-only
+    shape = _Shape.forward_of(registry.spec_of(config), phase)
     return _eval_program(config, shape, _policy_key(shape, policy))
 
 
@@ -317,6 +322,7 @@ def _run_phase(step, tree, frames_dev, key, steps: range, done: int, phase: Phas
     `target_psnr` ends at the first step whose PSNR (before its update) reaches it; that step leaves the
     state unchanged, and the global step count jumps to the phase's end, so a resumed run skips the same
     steps."""
+    mse_stop = _mse_stop(phase)
     for s in steps:
         ts = time.perf_counter()
         tree, loss, mse = step(tree, frames_dev, key, jnp.int32(s))
@@ -324,7 +330,7 @@ def _run_phase(step, tree, frames_dev, key, steps: range, done: int, phase: Phas
         if s > 0:   # the first step of a phase pays for compilation
             meter.timed_frames += frames_per_step
             meter.timed_s += time.perf_counter() - ts
-        reached = float(mse) <= _mse_stop(phase)
+        reached = float(mse) <= mse_stop
         skip = steps[-1] - s if reached else 0
         done += 1 + skip
         if bar:
@@ -378,7 +384,7 @@ def fit(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, *, 
                                 checkpointer, log_every, phase.batch_size(train.batch, frames.shape[0]))
         state = _State.of(tree)
         start, stop = phase.frame_range(frames.shape[0])
-        end_psnr = _evaluate(_eval_fn(config, phase, policy, frames.shape[0]), state.variables, state.aux, frames,
+        end_psnr = _evaluate(_eval_fn(config, phase, policy), state.variables, state.aux, frames,
                              start=start, stop=stop)
         history.append({"phase": phase.name, "step": done, "phase_end_psnr": end_psnr})
         if not phase.quantize:
