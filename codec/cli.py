@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from codec import api, container, entropy
-from codec.decoder import decode_frames
+from codec.player import Player
 from inr import registry
 from inr.errors import ConfigError
 from inr.video import write_video
@@ -21,7 +21,8 @@ def cmd_decode(args) -> int:
     if stop > t:
         raise ConfigError(f"--frames {start}:{stop} runs past the file's {t} frames")
     t0 = time.perf_counter()
-    frames = decode_frames(config, variables, np.arange(start, stop), batch=args.batch)
+    with Player((config, variables), batch=args.batch) as player:   # the engine `nerva play` uses
+        frames = player.frames(start, stop)
     seconds = time.perf_counter() - t0
     out = write_video(args.output, frames, fps=config.geometry.fps, lossless=args.lossless)
     print(f"decoded {frames.shape[0]} frames ({config.geometry.width}x{config.geometry.height}) "

@@ -25,26 +25,50 @@ def _render(config, variables, idx):
 render_uint8 = jax.jit(_render, static_argnums=0)   # module level: one compile cache for the process
 
 
-def decode_frames(config, variables, indices=None, batch: int = 8) -> np.ndarray:
-    """Decodes frames (default: all) to uint8.
+DEFAULT_BATCH = 2   # frames per forward pass wherever a file is decoded (player, `nerva decode`, reports): per-frame
+# throughput barely grows with the batch on CPU (HNeRV 100k on carphone: 78 frames/s at 2, 87 at 8), while a
+# seek waits for up to two batches (the one in flight, then its own)
+
+
+def batch_frames(b: int, batch: int, t: int) -> np.ndarray:
+    """The frame indices of aligned batch `b` ([b·batch, (b+1)·batch) ∩ [0, t)), padded to `batch` with the
+    last one, so that one shape is ever compiled."""
+    idx = np.arange(b * batch, min((b + 1) * batch, t))
+    return np.concatenate([idx, np.full(batch - idx.size, idx[-1])]).astype(np.int32)
+
+
+def decode_batch(config, variables, b: int, batch: int = DEFAULT_BATCH) -> np.ndarray:
+    """Frames of aligned batch `b` (uint8, (n, H, W, 3), n < batch only for the last batch).
+
+    Every frame is always rendered in the same batch (its aligned one, with the same companions), so a
+    frame's pixels do not depend on the order or the range it was asked for in.
+    """
+    t = config.geometry.frames
+    if not 0 <= b * batch < t:
+        raise IndexError(f"batch {b} of {batch} frames lies outside the file's {t} frames")
+    n = min(batch, t - b * batch)
+    return np.asarray(render_uint8(config, variables, jnp.asarray(batch_frames(b, batch, t))))[:n]
+
+
+def decode_frames(config, variables, indices=None, batch: int = DEFAULT_BATCH) -> np.ndarray:
+    """Decodes frames (default: all) to uint8 through the aligned batches that hold them.
 
     Args:
       indices: frame indices, any order; None for 0..T-1.
-      batch: frames per forward pass; the last batch is padded so no second shape is ever compiled.
+      batch: frames per forward pass.
     Returns:
       (N, H, W, 3) uint8.
     """
     t = config.geometry.frames
-    idx = np.arange(t) if indices is None else np.asarray(indices, np.int64)
+    idx = np.arange(t) if indices is None else np.asarray(indices, np.int64).reshape(-1)
     if idx.size and (idx.min() < 0 or idx.max() >= t):
         raise IndexError(f"frame indices must lie in [0, {t})")
-    out = []
-    for i in range(0, idx.size, batch):
-        chunk = idx[i:i + batch]
-        padded = np.concatenate([chunk, np.full(batch - chunk.size, chunk[-1])]).astype(np.int32)
-        out.append(np.asarray(render_uint8(config, variables, jnp.asarray(padded)))[:chunk.size])
     h, w = config.geometry.height, config.geometry.width
-    return np.concatenate(out) if out else np.zeros((0, h, w, 3), np.uint8)
+    out = np.zeros((idx.size, h, w, 3), np.uint8)
+    for b in np.unique(idx // batch):
+        where = np.flatnonzero(idx // batch == b)
+        out[where] = decode_batch(config, variables, int(b), batch)[idx[where] - b * batch]
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +82,7 @@ class FileReport:
     config: object
 
 
-def measure_file(path, source: np.ndarray, batch: int = 8) -> FileReport:
+def measure_file(path, source: np.ndarray, batch: int = DEFAULT_BATCH) -> FileReport:
     """Decodes the file at `path` (not an encoder's in-memory copy) and measures it against `source`.
 
     Args:

@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 
+from codec.decoder import DEFAULT_BATCH
 from inr.errors import ConfigError, NervaError
 
 
@@ -78,6 +79,20 @@ def _positive(kind):
     return parse
 
 
+def _nonnegative(text: str) -> int:
+    v = int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
+    return v
+
+
+def _port(text: str) -> int:
+    v = int(text)
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port (0-65535): {text}")
+    return v
+
+
 def _sizes(text: str) -> tuple[int, ...]:
     try:
         sizes = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
@@ -126,7 +141,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="out.mp4 / out.mkv (lossless) / out.y4m / a folder/ of PNG frames (lossless)")
     p.add_argument("--frames", type=parse_range, help="frame range A:B to decode")
     p.add_argument("--lossless", action="store_true", help="lossless mp4 (libx264rgb, qp 0)")
-    p.add_argument("--batch", type=_positive(int), default=8, help="frames per forward pass")
+    p.add_argument("--batch", type=_positive(int), default=DEFAULT_BATCH,
+                   help=f"frames per forward pass (default {DEFAULT_BATCH})")
+
+    p = sub.add_parser("play", help="play a .nerva file in the browser, decoding frames on demand")
+    p.add_argument("file", help=".nerva file")
+    p.add_argument("--reference", metavar="SOURCE",
+                   help="the source video: adds an A/B toggle and the per-frame PSNR")
+    p.add_argument("--reference-start", type=_nonnegative, default=0, metavar="N",
+                   help="the source frame the file's frame 0 was fitted to (default 0)")
+    p.add_argument("--port", type=_port, default=0, help="port on 127.0.0.1 (default: any free port)")
+    p.add_argument("--no-browser", action="store_true", help="print the URL, do not open a browser")
+    p.add_argument("--batch", type=_positive(int), default=DEFAULT_BATCH,
+                   help=f"frames per forward pass (default {DEFAULT_BATCH})")
+    p.add_argument("--prefetch", type=_nonnegative, default=4, help="batches decoded ahead (default 4)")
+    p.add_argument("--cache-mb", type=_positive(float), default=256,
+                   help="memory for decoded frames in MiB (default 256)")
 
     p = sub.add_parser("info", help="describe a .nerva file: config, sections, bytes, bpp")
     p.add_argument("file", help=".nerva file")
@@ -159,6 +189,9 @@ def _handler(command: str):
     if command in ("decode", "info"):
         from codec import cli as codec_cli
         return getattr(codec_cli, f"cmd_{command}")
+    if command == "play":
+        from codec import play
+        return play.cmd_play
     if command == "rd":
         from eval import rd
         return rd.cmd_rd

@@ -1,0 +1,249 @@
+"""The decode engine behind `nerva play`, `nerva decode` and notebooks: frames on demand from a .nerva file.
+
+    p = Player("clip.nerva")
+    p.frame(57)            # (H, W, 3) uint8: decodes the aligned batch holding frame 57, prefetches ahead
+    p.frames(10, 20)       # (10, H, W, 3)
+    for f in p: ...        # every frame in order
+    %timeit p.decode(57)   # one forward pass, no cache: the raw decode cost
+
+One worker thread owns decoding (one forward pass at a time: on a CPU a second concurrent pass would only
+share the same cores). It decodes, in this order: the batch holding the playhead (the last requested
+frame), other batches callers wait for, then `prefetch` batches ahead of the playhead. Decoded batches stay
+in a cache bounded in bytes; the batches farthest behind the playhead go first, then the farthest ahead.
+A request far from the previous one is a *seek*: it starts a new generation, the queue is recomputed from
+the new playhead (stale prefetch is never started), and callers still waiting on batches of the old
+generation other than the new playhead give up with `Cancelled` (the browser page has abandoned them). A
+batch already in flight finishes (a forward pass cannot be interrupted), so a seek waits at most for it and
+for its own batch.
+
+Frames are rendered in aligned batches (codec.decoder.decode_batch), so a frame's pixels are the same
+whichever way it was reached: playing, seeking, `frames(a, b)` or `nerva decode`.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+import time
+
+import numpy as np
+
+from codec import api
+from codec.decoder import DEFAULT_BATCH, decode_batch
+
+
+class Cancelled(Exception):
+    """A frame request superseded by a seek before its batch was decoded."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameInfo:
+    index: int
+    decode_ms: float     # forward-pass time of the frame's batch divided by its frames
+    cached: bool         # already decoded when asked for (prefetch or an earlier request)
+
+
+@dataclasses.dataclass
+class _Batch:
+    frames: np.ndarray   # (n, H, W, 3) uint8
+    ms: float            # forward-pass wall time of the whole batch
+
+
+class Player:
+    """Frames of one .nerva file decoded on demand, with prefetch and a bounded cache.
+
+    Args:
+      source: a path, the bytes of a .nerva file, or a decoded (config, variables) pair.
+      batch: frames per forward pass (compiled once per model config and batch size).
+      prefetch: batches decoded ahead of the playhead.
+      cache_mb: memory for decoded frames (at least the playhead's batch and the prefetch are kept).
+      seek_window: a request more than this many frames away from the previous one counts as a seek.
+    """
+
+    def __init__(self, source, batch: int = DEFAULT_BATCH, prefetch: int = 4, cache_mb: float = 256,
+                 seek_window: int | None = None):
+        if isinstance(source, tuple):
+            self.config, self.variables = source
+        else:
+            data = source if isinstance(source, (bytes, bytearray)) else api.read_file(source)
+            self.config, self.variables = api.decompress(bytes(data))
+        if batch < 1 or prefetch < 0:
+            raise ValueError("batch must be >= 1 and prefetch >= 0")
+        g = self.config.geometry
+        self.batch, self.prefetch = batch, prefetch
+        self.n_batches = -(-g.frames // batch)
+        frame_bytes = g.height * g.width * 3
+        self.cache_batches = max(prefetch + 2, int(cache_mb * 2**20) // (frame_bytes * batch))
+        self.seek_window = (prefetch + 2) * batch if seek_window is None else seek_window
+        self._cond = threading.Condition()
+        self._cache: dict[int, _Batch] = {}
+        self._waiting: collections.Counter = collections.Counter()   # (batch, generation) -> callers waiting
+        self._inflight: int | None = None
+        self._head = 0            # batch of the playhead
+        self._last = None         # the last requested frame
+        self._generation = 0
+        self._error: BaseException | None = None
+        self._closed = False
+        self._worker: threading.Thread | None = None
+        self.stats = collections.Counter()   # decoded_batches, hits, misses, cancelled
+
+    # -- what the file is -------------------------------------------------------------------------
+    @property
+    def num_frames(self) -> int:
+        return self.config.geometry.frames
+
+    @property
+    def height(self) -> int:
+        return self.config.geometry.height
+
+    @property
+    def width(self) -> int:
+        return self.config.geometry.width
+
+    @property
+    def fps(self) -> float:
+        return self.config.geometry.fps
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    # -- frames -----------------------------------------------------------------------------------
+    def frame(self, i: int) -> np.ndarray:
+        """Frame i, (H, W, 3) uint8 (read-only; copy to modify)."""
+        return self.frame_with_info(i)[0]
+
+    def frame_with_info(self, i: int) -> tuple[np.ndarray, FrameInfo]:
+        """Frame i and how it was obtained. Raises IndexError out of range, Cancelled if a seek elsewhere
+        superseded the request while it waited (only possible with several concurrent callers)."""
+        i = self._check(i)
+        b = i // self.batch
+        with self._cond:
+            self._start()
+            seek = self._last is None or not -self.batch <= i - self._last <= self.seek_window
+            if seek:
+                self._generation += 1
+            self._last, self._head = i, b
+            generation = self._generation
+            cached = b in self._cache
+            self.stats["hits" if cached else "misses"] += 1
+            self._waiting[b, generation] += 1
+            self._cond.notify_all()
+            try:
+                while b not in self._cache:
+                    if self._error is not None:
+                        raise RuntimeError(f"decoding failed: {self._error}") from self._error
+                    if self._closed:
+                        raise RuntimeError("the player is closed")
+                    if self._generation != generation and self._head != b:
+                        self.stats["cancelled"] += 1
+                        raise Cancelled(f"frame {i}: superseded by a seek")
+                    self._cond.wait()
+                entry = self._cache[b]
+            finally:
+                self._waiting[b, generation] -= 1
+                if not self._waiting[b, generation]:
+                    del self._waiting[b, generation]
+        frame = entry.frames[i - b * self.batch]
+        return frame, FrameInfo(i, entry.ms / entry.frames.shape[0], cached)
+
+    def frames(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Frames [start, stop) as (N, H, W, 3) uint8, decoded in order with prefetch."""
+        stop = self.num_frames if stop is None else stop
+        if not 0 <= start <= stop <= self.num_frames:
+            raise IndexError(f"frame range {start}:{stop} must lie within [0, {self.num_frames}]")
+        out = np.empty((stop - start, self.height, self.width, 3), np.uint8)
+        for i in range(start, stop):
+            out[i - start] = self.frame(i)
+        return out
+
+    def __iter__(self):
+        for i in range(self.num_frames):
+            yield self.frame(i)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.frame(i)
+
+    def decode(self, i: int) -> np.ndarray:
+        """One forward pass for the batch holding frame i, bypassing cache and worker (for %timeit)."""
+        return decode_batch(self.config, self.variables, self._check(i) // self.batch, self.batch)
+
+    def warmup(self) -> float:
+        """Compiles the decoder (if not yet compiled for this config and batch); returns the seconds taken."""
+        t = time.perf_counter()
+        self.decode(0)
+        return time.perf_counter() - t
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._worker is not None:
+            self._worker.join()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- internals --------------------------------------------------------------------------------
+    def _check(self, i) -> int:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"frame index must be an integer, not {type(i).__name__}")
+        if not 0 <= i < self.num_frames:
+            raise IndexError(f"frame {i} is outside the file's {self.num_frames} frames")
+        return int(i)
+
+    def _start(self) -> None:
+        if self._closed:
+            raise RuntimeError("the player is closed")
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._run, name="nerva-player", daemon=True)
+            self._worker.start()
+
+    def _next(self) -> int | None:
+        """The batch to decode next (called with the lock held): the playhead's, then the ones callers of
+        this generation wait for (nearest ahead first), then the prefetch window."""
+        if self._last is None:
+            return None
+        waiting = sorted({b for b, gen in self._waiting if gen == self._generation},
+                         key=lambda b: (b < self._head, abs(b - self._head)))
+        ahead = range(self._head + 1, min(self._head + 1 + self.prefetch, self.n_batches))
+        return next((b for b in (self._head, *waiting, *ahead) if b not in self._cache), None)
+
+    def _evict(self) -> None:
+        keep = set(range(self._head, self._head + 1 + self.prefetch)) | {b for b, _ in self._waiting}
+        while len(self._cache) > self.cache_batches:
+            # behind the playhead first (farthest first), then the farthest ahead
+            victims = [b for b in self._cache if b not in keep]
+            if not victims:
+                return
+            far = max(victims, key=lambda b: (b < self._head, abs(b - self._head)))
+            del self._cache[far]
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and (b := self._next()) is None:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                self._inflight = b
+            try:
+                t = time.perf_counter()
+                frames = decode_batch(self.config, self.variables, b, self.batch)
+                ms = 1000 * (time.perf_counter() - t)
+            except BaseException as e:   # reported to every waiting caller
+                with self._cond:
+                    self._error, self._inflight = e, None
+                    self._cond.notify_all()
+                return
+            frames.setflags(write=False)
+            with self._cond:
+                self._cache[b] = _Batch(frames, ms)
+                self._inflight = None
+                self.stats["decoded_batches"] += 1
+                self._evict()
+                self._cond.notify_all()
