@@ -12,9 +12,9 @@ frame), other batches callers wait for, then `prefetch` batches ahead of the pla
 in a cache bounded in bytes; the batches farthest behind the playhead go first, then the farthest ahead.
 A request far from the previous one is a *seek*: it starts a new generation, the queue is recomputed from
 the new playhead (stale prefetch is never started), and callers still waiting on batches of the old
-generation other than the new playhead give up with `Cancelled` (the browser page has abandoned them). A
-batch already in flight finishes (a forward pass cannot be interrupted), so a seek waits at most for it and
-for its own batch.
+generation give up with `Cancelled` (the browser page has abandoned them), except those waiting on the new
+playhead's batch or the one in flight. A batch in flight finishes (a forward pass cannot be interrupted),
+so a seek waits at most for it and for its own batch.
 
 Frames are rendered in aligned batches (codec.decoder.decode_batch), so a frame's pixels are the same
 whichever way it was reached: playing, seeking, `frames(a, b)` or `nerva decode`.
@@ -135,7 +135,7 @@ class Player:
                         raise RuntimeError(f"decoding failed: {self._error}") from self._error
                     if self._closed:
                         raise RuntimeError("the player is closed")
-                    if self._generation != generation and self._head != b:
+                    if self._generation != generation and b not in (self._head, self._inflight):
                         self.stats["cancelled"] += 1
                         raise Cancelled(f"frame {i}: superseded by a seek")
                     self._cond.wait()
