@@ -58,7 +58,7 @@ from train import presets
 from train.loop import init_state, make_step, phase_steps
 
 TRAIN_BATCH = 2       # frames per training step (the project default, TrainConfig.batch)
-DECODE_BATCH = 8      # frames per decoder call (decode_frames' default)
+DECODE_BATCH = 8      # frames per decoder call (throughput; the player decodes 2 at a time, bench/player.py)
 ROUNDS = 5            # timed rounds; the median is reported
 ROUND_S = 1.0         # each training round runs enough steps to last about this long
 

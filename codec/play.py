@@ -24,6 +24,7 @@ import threading
 import urllib.parse
 import webbrowser
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
@@ -127,11 +128,14 @@ def _handler_for(server: PlayServer):
         def log_message(self, *args):   # quiet: the terminal shows the URL, not every frame
             pass
 
-        def do_GET(self):
+        def handle(self):
             try:
-                self._route()
-            except (BrokenPipeError, ConnectionResetError):   # the page abandoned the request
+                super().handle()
+            except (BrokenPipeError, ConnectionResetError):   # the page abandoned a request, or closed
                 pass
+
+        def do_GET(self):
+            self._route()
 
         def _route(self):
             parts = urllib.parse.urlsplit(self.path).path.lstrip("/").split("/", 1)
@@ -196,7 +200,7 @@ def open_server(path, reference=None, reference_start: int = 0, port: int = 0, b
         ref = None if reference is None else load_reference(reference, reference_start, player.config)
         player.warmup()
         try:
-            return PlayServer(player, ref, port, len(data), title=str(path))
+            return PlayServer(player, ref, port, len(data), title=Path(path).name)
         except OSError as e:
             raise ConfigError(f"cannot listen on 127.0.0.1:{port}: {e.strerror or e}") from None
     except BaseException:

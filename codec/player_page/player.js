@@ -6,7 +6,7 @@ const $ = (id) => document.getElementById(id);
 const PIPELINE = 4;            // frame requests in flight while playing (the server prefetches further)
 const state = {
   info: null, index: 0, playing: false, generation: 0, showRef: false, controller: null,
-  drawnAt: [], shown: null, seekMs: null, ctx: null,
+  drawnAt: [], drawCount: 0, shown: null, seekMs: null, ctx: null,
 };
 
 function sleep(ms) { return new Promise((resolve) => setTimeout(resolve, ms)); }
@@ -39,6 +39,7 @@ function draw(f) {
   state.ctx.putImageData(new ImageData(f.pixels, width, height), 0, 0);
   state.index = f.i;
   state.shown = f;
+  state.drawCount += 1;
   const now = performance.now();
   state.drawnAt.push(now);
   while (state.drawnAt.length > 1 && now - state.drawnAt[0] > 1000) state.drawnAt.shift();
@@ -244,13 +245,16 @@ async function main() {
 
 // For scripts (tests, benchmarks) driving the page: the same actions as the controls.
 window.nerva = {
-  ready: null, play, pause, seek, step, toggleAB,
+  ready: null, pause, seek, step, toggleAB,
+  play: () => { play(); return true; },   // starts playback; does not wait for it to end
   setSpeed: (s) => { $("speed").value = String(s); },
   state: () => ({
     index: state.index, playing: state.playing, fps: achievedFps(), seekMs: state.seekMs,
     decodeMs: state.shown && state.shown.decodeMs, psnr: state.shown && state.shown.psnr,
     showing: state.shown && state.shown.kind, frames: state.info && state.info.frames,
+    drawn: state.drawCount, now: performance.now(),
   }),
+  setLoop: (on) => { $("loop").checked = Boolean(on); },
   pixels: () => {   // the canvas's RGBA bytes, base64
     const { width, height } = state.info;
     const data = state.ctx.getImageData(0, 0, width, height).data;
