@@ -41,7 +41,10 @@ def decode_batch(config, variables, b: int, batch: int = DEFAULT_BATCH) -> np.nd
     """Frames of aligned batch `b` (uint8, (n, H, W, 3), n < batch only for the last batch).
 
     Every frame is always rendered in the same batch (its aligned one, with the same companions), so a
-    frame's pixels do not depend on the order or the range it was asked for in.
+    frame's pixels do not depend on the order or the range it was asked for in. They may depend on the batch
+    size: XLA compiles each batch shape on its own, and a different summation order can round a rare value
+    the other way (seen: 1 of 36,864 values off by one for NeRV++'s tiny config at batch 1 vs 2). Hence one
+    DEFAULT_BATCH for the player, `nerva decode` and every report.
     """
     t = config.geometry.frames
     if not 0 <= b * batch < t:

@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=parse_range, help="frame range A:B to decode")
     p.add_argument("--lossless", action="store_true", help="lossless mp4 (libx264rgb, qp 0)")
     p.add_argument("--batch", type=_positive(int), default=DEFAULT_BATCH,
-                   help=f"frames per forward pass (default {DEFAULT_BATCH})")
+                   help=f"frames per forward pass (default {DEFAULT_BATCH}; another batch size may round a "
+                        "rare pixel value differently)")
 
     p = sub.add_parser("play", help="play a .nerva file in the browser, decoding frames on demand")
     p.add_argument("file", help=".nerva file")
@@ -153,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, default=0, help="port on 127.0.0.1 (default: any free port)")
     p.add_argument("--no-browser", action="store_true", help="print the URL, do not open a browser")
     p.add_argument("--batch", type=_positive(int), default=DEFAULT_BATCH,
-                   help=f"frames per forward pass (default {DEFAULT_BATCH})")
+                   help=f"frames per forward pass (default {DEFAULT_BATCH}; another batch size may round a "
+                        "rare pixel value differently)")
     p.add_argument("--prefetch", type=_nonnegative, default=4, help="batches decoded ahead (default 4)")
     p.add_argument("--cache-mb", type=_positive(float), default=256,
                    help="memory for decoded frames in MiB (default 256)")

@@ -66,8 +66,8 @@ def test_the_canvas_shows_exactly_nerva_decodes_frame_after_playing_and_seeking(
         page.wait_for_function("Number(document.body.dataset.frame) >= 4", timeout=30_000)
         played = page.evaluate("nerva.state()")
         assert played["playing"] or played["index"] == T - 1
-        seek_ms = page.evaluate(f"nerva.seek({K})")
         page.evaluate("nerva.pause()")
+        seek_ms = page.evaluate(f"nerva.seek({K})")
         state = page.evaluate("nerva.state()")
         assert state["index"] == K and state["showing"] == "frame" and seek_ms > 0
         rgba = canvas_rgba(page, 144, 176)

@@ -224,12 +224,3 @@ def test_decoding_three_batches_with_a_short_last_batch_traces_render_once(tiny,
     decoder.decode_frames(config, variables, [0, 1], batch=3)
     assert decoder.TRACES[config] == 1
 
-
-@pytest.mark.parametrize("name", inr.names())
-def test_a_frames_pixels_do_not_depend_on_the_batch_size_it_is_decoded_with(tiny, name):
-    """The player, `nerva decode` and reports may use different batch sizes (--batch): the same pixels."""
-    enc = tiny[name]
-    variables = distinct_frame_variables(enc)
-    one = decoder.decode_frames(enc.config, variables, batch=1)
-    for batch in (3, 8):
-        np.testing.assert_array_equal(decoder.decode_frames(enc.config, variables, batch=batch), one)
