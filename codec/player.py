@@ -120,7 +120,8 @@ class Player:
         b = i // self.batch
         with self._cond:
             self._start()
-            seek = self._last is None or not -self.batch <= i - self._last <= self.seek_window
+            # symmetric: a page's pipelined requests may arrive a few frames out of order
+            seek = self._last is None or abs(i - self._last) > self.seek_window
             if seek:
                 self._generation += 1
             self._last, self._head = i, b

@@ -82,6 +82,7 @@ def test_the_canvas_shows_exactly_nerva_decodes_frame_after_playing_and_seeking(
         # the page's own origin, without the token in the path: refused
         assert page.evaluate(f"fetch('/frame/{K}').then(r => r.status)") == 403
         assert page.evaluate(f"fetch('frame/{K}').then(r => r.status)") == 200
+        assert page.evaluate("document.getElementById('error').hidden")   # no error shown
         page.close()
     assert not errors
 

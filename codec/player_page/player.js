@@ -144,6 +144,10 @@ async function play() {
     try {
       f = await ahead.get(next);
     } catch (e) {
+      if (e.name === "AbortError" && gen === state.generation) {   // dropped by the server, not by us: ask again
+        ahead.delete(next);
+        continue;
+      }
       if (e.name !== "AbortError") showError(e);
       break;
     }

@@ -181,3 +181,13 @@ def test_the_page_its_info_and_raw_rgba_frames_with_decode_time_and_psnr(server,
     assert get(s.url + "frame/20")[0] == 404
     assert get(s.url + "frame/x")[0] == 404
     assert get(s.url + "nothing")[0] == 404
+
+
+def test_requests_a_few_frames_out_of_order_are_playback_not_seeks(clip):
+    """A page keeps several frame requests in flight; they may reach the server out of order."""
+    with Player(clip[:2], batch=2, prefetch=2) as p:   # seek window: 8 frames
+        for i in (0, 4, 1, 3, 2, 9, 5):
+            p.frame(i)
+        assert p._generation == 1                      # only the first request started one
+        p.frame(18)
+        assert p._generation == 2
