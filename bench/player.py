@@ -32,7 +32,6 @@ import datetime
 import json
 import os
 import platform
-import shutil
 import statistics
 import sys
 import tempfile
@@ -43,7 +42,7 @@ import jax
 import numpy as np
 
 from codec import api
-from codec.play import open_server
+from codec.play import find_chromium, open_server
 from codec.player import Player
 from eval.rd import load_clip
 from inr import registry
@@ -62,11 +61,6 @@ COLUMNS = [("model", "model", "{}"), ("params", "params", "{:,}"), ("play_fps", 
            ("engine_seek_ms_p50", "engine seek p50 ms", "{:.1f}"), ("engine_seek_ms_max", "engine seek max", "{:.1f}")]
 
 
-def chromium() -> str:
-    path = os.environ.get("NERVA_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not path:
-        sys.exit("no Chromium: install Debian's chromium or set NERVA_CHROMIUM")
-    return path
 
 
 def make_file(model: str, geometry: Geometry, folder: Path) -> tuple[Path, int]:
@@ -166,7 +160,9 @@ def main(argv=None) -> int:
     geometry = Geometry.of(*video.frames.shape[:3], fps=video.fps)
     rows = []
     with sync_playwright() as pw, tempfile.TemporaryDirectory() as tmp:
-        browser = pw.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"])
+        if not find_chromium():
+            sys.exit("no Chromium: install Debian's chromium or set NERVA_CHROMIUM")
+        browser = pw.chromium.launch(executable_path=find_chromium(), args=["--no-sandbox", "--disable-gpu"])
         if args.models:
             for model in args.models.split(","):
                 path, params = make_file(model, geometry, Path(tmp))

@@ -18,8 +18,9 @@ from __future__ import annotations
 import hmac
 import http.server
 import json
-import math
+import os
 import secrets
+import shutil
 import threading
 import urllib.parse
 import webbrowser
@@ -28,13 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
-from codec import api
+from codec import api, metrics
 from codec.player import Cancelled, Player
 from inr import registry
 from inr.errors import ConfigError, VideoError
 from inr.video import read_video
 
-PAGE_FILES = {"": ("index.html", "text/html; charset=utf-8"), "index.html": ("index.html", "text/html; charset=utf-8"),
+_HTML = "text/html; charset=utf-8"
+PAGE_FILES = {"": ("index.html", _HTML), "index.html": ("index.html", _HTML),   # route -> (file, type)
               "player.js": ("player.js", "text/javascript; charset=utf-8"),
               "player.css": ("player.css", "text/css; charset=utf-8")}
 
@@ -46,16 +48,15 @@ def rgba(frame: np.ndarray) -> bytes:
     return out.tobytes()
 
 
-def frame_psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """RGB PSNR of one frame pair in dB (data range 255, as codec.metrics.psnr); inf if identical."""
-    mse = float(np.mean(np.square(a.astype(np.float64) - b.astype(np.float64))))
-    return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+def find_chromium() -> str | None:
+    """A Chromium for scripts that drive the page (tests, bench/player.py): $NERVA_CHROMIUM or on PATH."""
+    return os.environ.get("NERVA_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def load_reference(path, start: int, config) -> np.ndarray:
     """The source frames [start, start+T) at the file's frame size (resized as `nerva fit --resize` does)."""
     g = config.geometry
-    first = read_video(path, start, start + 1).frames
+    first = read_video(path, start, start + 1).frames   # its own errors: missing, unreadable, start past the end
     size = None if first.shape[1:3] == (g.height, g.width) else (g.height, g.width)
     try:
         return read_video(path, start, start + g.frames, size=size).frames
@@ -94,8 +95,9 @@ class PlayServer:
         return out
 
     def psnr(self, i: int, frame: np.ndarray) -> float:
+        """Frame i's RGB PSNR against the reference (codec.metrics, the convention of every report)."""
         if i not in self._psnr:
-            self._psnr[i] = frame_psnr(self.reference[i], frame)
+            self._psnr[i] = float(metrics.psnr(self.reference[i][None], frame[None])[0])
         return self._psnr[i]
 
     def start(self) -> "PlayServer":

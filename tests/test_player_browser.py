@@ -3,8 +3,6 @@ and the server refuses requests without the token. Needs Debian's `chromium` (`.
 Playwright (the test extra); without them this test fails: it does not skip."""
 
 import base64
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +13,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from codec.play import open_server
+from codec.play import find_chromium, open_server
 from eval.cli import main
 from inr.video import bundled_clip, read_video
 
@@ -23,11 +21,6 @@ CARPHONE = bundled_clip("carphone")
 T, K = 12, 9
 
 
-def chromium() -> str:
-    path = os.environ.get("NERVA_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not path:
-        pytest.fail("no Chromium found: install Debian's `chromium` package (.ci/run does) or set NERVA_CHROMIUM")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +36,10 @@ def fitted(tmp_path_factory):
 def browser():
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"])
+        path = find_chromium()
+        if not path:
+            pytest.fail("no Chromium: install Debian's `chromium` package (.ci/run does) or set NERVA_CHROMIUM")
+        b = p.chromium.launch(executable_path=path, args=["--no-sandbox", "--disable-gpu"])
         yield b
         b.close()
 

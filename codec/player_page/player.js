@@ -13,6 +13,11 @@ function sleep(ms) { return new Promise((resolve) => setTimeout(resolve, ms)); }
 function clampIndex(i) { return Math.max(0, Math.min(state.info.frames - 1, Math.trunc(i))); }
 function aborted() { return new DOMException("superseded", "AbortError"); }
 
+function psnrOf(header) {   // "inf" for a frame identical to the reference
+  if (header === null) return null;
+  return header === "inf" ? Infinity : parseFloat(header);
+}
+
 async function fetchPixels(kind, i, signal) {
   const t0 = performance.now();
   const r = await fetch(`${kind}/${i}`, { signal, cache: "no-store" });
@@ -22,7 +27,7 @@ async function fetchPixels(kind, i, signal) {
   return {
     i, kind, pixels, latencyMs: performance.now() - t0,
     decodeMs: parseFloat(r.headers.get("X-Decode-Ms")), cached: r.headers.get("X-Cached") === "1",
-    psnr: r.headers.has("X-PSNR") ? parseFloat(r.headers.get("X-PSNR")) : null,
+    psnr: psnrOf(r.headers.get("X-PSNR")),
   };
 }
 
