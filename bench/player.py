@@ -28,10 +28,7 @@ Needs Chromium (Debian's `chromium`, or NERVA_CHROMIUM) and Playwright (the test
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -49,7 +46,7 @@ from inr import registry
 from inr.config import Geometry
 from inr.video import bundled_clip
 from speed import others_busy   # bench/speed.py
-from table import print_table   # bench/table.py
+from table import print_table, provenance   # bench/table.py
 from train import presets
 
 PLAY_S = 4.0
@@ -180,9 +177,7 @@ def main(argv=None) -> int:
         browser.close()
     if rows:
         meta = {"clip": clip, "shape": list(video.frames.shape[:3]), "play_s": PLAY_S, "seeks": SEEKS,
-                "jax": jax.__version__, "machine": platform.machine(), "cpus": os.cpu_count(),
-                "cpu_busy_before": busy, "python": sys.version.split()[0],
-                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+                **provenance(busy)}
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / f"player_{clip}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
         print(f"{clip}: {video.num_frames} frames {video.width}x{video.height} at {video.fps:.2f} fps; "

@@ -33,11 +33,8 @@ Expected runtime on 2 CPU cores: about 70 s for the default (compilation include
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
-import os
-import platform
 import statistics
 import sys
 import time
@@ -53,7 +50,7 @@ from eval.cli import parse_size, parse_wh
 from eval.rd import load_clip
 from inr import registry
 from inr.config import Geometry
-from table import print_table   # bench/table.py: Python puts the script's folder on sys.path
+from table import print_table, provenance   # bench/table.py: Python puts the script's folder on sys.path
 from train import presets
 from train.loop import init_state, make_step, phase_steps
 
@@ -214,9 +211,7 @@ def main(argv=None) -> int:
     for model in args.models.split(","):
         row = run_one(model, args.size, video.frames, video.fps, peak["gflops"])
         row.update(clip=label, shape=list(video.frames.shape[:3]), matmul_gflops=peak["gflops"],
-                   jax=jax.__version__, machine=platform.machine(), cpus=os.cpu_count(), cpu_busy_before=busy,
-                   python=sys.version.split()[0],
-                   created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+                   **provenance(busy))
         rows.append(row)
         with (args.out / f"speed_{clip}.jsonl").open("a") as f:
             f.write(json.dumps(row) + "\n")
