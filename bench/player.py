@@ -7,7 +7,8 @@ values (every layer is dense), so a fitted file of the same config plays at the 
 is cut to its floor (the playhead's batch and the prefetch: 12 frames), so that looping playback and seeks
 measure decoding, as they would on a long video, not replays from memory. Measured:
   - playback at the file's fps (1×, looping) for PLAY_S seconds: frames drawn per second of page time;
-  - playback "as fast as it decodes" for PLAY_S seconds;
+  - playback "as fast as it decodes" for PLAY_S seconds: frames put on the canvas per second (above the
+    display's refresh rate not every one of them is painted; the figure measures the decode path);
   - seek latency: SEEKS seeks to random frames while playing at 1×, each from the call to the frame on the
     canvas (the page's performance.now: request, decode if not prefetched, transfer, putImageData);
   - the engine alone (no browser, no HTTP): `Player.frames` frames/s from a cold cache, and the latency of
