@@ -63,11 +63,20 @@ def _fraction(text: str) -> float:
     return v
 
 
-def _bits(text: str) -> int:
-    v = int(text)
-    if not 1 <= v <= 16:
-        raise argparse.ArgumentTypeError(f"bits must lie in 1..16: {text}")
-    return v
+def _int_in(lo: int, hi: int | None = None):
+    """An argparse type: an integer in [lo, hi] (hi None: no upper bound)."""
+    def parse(text: str) -> int:
+        v = int(text)
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"must lie in {lo}..{hi}: {text}" if hi is not None
+                                             else f"must be >= {lo}: {text}")
+        return v
+    parse.__name__ = "integer"   # argparse's message for a non-number: "invalid integer value: 'x'"
+    return parse
+
+
+_bits = _int_in(1, 16)
+_port = _int_in(0, 65535)
 
 
 def _positive(kind):
@@ -77,20 +86,6 @@ def _positive(kind):
             raise argparse.ArgumentTypeError(f"must be positive: {text}")
         return v
     return parse
-
-
-def _nonnegative(text: str) -> int:
-    v = int(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
-    return v
-
-
-def _port(text: str) -> int:
-    v = int(text)
-    if not 0 <= v <= 65535:
-        raise argparse.ArgumentTypeError(f"not a port (0-65535): {text}")
-    return v
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -149,14 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help=".nerva file")
     p.add_argument("--reference", metavar="SOURCE",
                    help="the source video: adds an A/B toggle and the per-frame PSNR")
-    p.add_argument("--reference-start", type=_nonnegative, default=0, metavar="N",
+    p.add_argument("--reference-start", type=_int_in(0), default=0, metavar="N",
                    help="the source frame the file's frame 0 was fitted to (default 0)")
     p.add_argument("--port", type=_port, default=0, help="port on 127.0.0.1 (default: any free port)")
     p.add_argument("--no-browser", action="store_true", help="print the URL, do not open a browser")
     p.add_argument("--batch", type=_positive(int), default=DEFAULT_BATCH,
                    help=f"frames per forward pass (default {DEFAULT_BATCH}; another batch size may round a "
                         "rare pixel value differently)")
-    p.add_argument("--prefetch", type=_nonnegative, default=4, help="batches decoded ahead (default 4)")
+    p.add_argument("--prefetch", type=_int_in(0), default=4, help="batches decoded ahead (default 4)")
     p.add_argument("--cache-mb", type=_positive(float), default=256,
                    help="memory for decoded frames in MiB (default 256)")
 

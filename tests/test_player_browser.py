@@ -108,7 +108,8 @@ def test_nerva_play_serves_until_interrupted_and_refuses_requests_without_the_to
     (["play", "{file}", "--no-browser", "--reference", "nothing.mp4"], ["nothing.mp4", "no such file"]),
     (["play", "{file}", "--no-browser", "--reference", str(CARPHONE), "--reference-start", "115"],
      ["--reference must hold the file's 12 frames from frame 115"]),
-    (["play", "{file}", "--port", "70000"], ["not a port"]),
+    (["play", "{file}", "--port", "70000"], ["--port: must lie in 0..65535"]),
+    (["play", "{file}", "--prefetch", "-1"], ["--prefetch: must be >= 0"]),
 ])
 def test_bad_input_to_nerva_play_is_one_line_error(fitted, argv, words, capsys):
     started = time.monotonic()
