@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from codec import api, metrics
+from codec.decoder import DEFAULT_BATCH
 from codec.player import Cancelled, Player
 from inr import registry
 from inr.errors import ConfigError, VideoError
@@ -192,22 +193,22 @@ def _handler_for(server: PlayServer):
     return Handler
 
 
-def open_server(path, reference=None, reference_start: int = 0, port: int = 0, batch: int | None = None,
+def open_server(path, reference=None, reference_start: int = 0, port: int = 0, batch: int = DEFAULT_BATCH,
                 prefetch: int = 4, cache_mb: float = 256) -> PlayServer:
     """A PlayServer for the .nerva file at `path` (not started), its decoder compiled."""
     data = api.read_file(path)
-    kwargs = {} if batch is None else {"batch": batch}
-    player = Player(data, prefetch=prefetch, cache_mb=cache_mb, **kwargs)
+    player = Player(data, batch=batch, prefetch=prefetch, cache_mb=cache_mb)
     try:
         ref = None if reference is None else load_reference(reference, reference_start, player.config)
         player.warmup()
-        try:
-            return PlayServer(player, ref, port, len(data), title=Path(path).name)
-        except OSError as e:
-            raise ConfigError(f"cannot listen on 127.0.0.1:{port}: {e.strerror or e}") from None
     except BaseException:
         player.close()
         raise
+    try:
+        return PlayServer(player, ref, port, len(data), title=Path(path).name)
+    except OSError as e:   # the bind: port in use or not allowed
+        player.close()
+        raise ConfigError(f"cannot listen on 127.0.0.1:{port}: {e.strerror or e}") from None
 
 
 def cmd_play(args) -> int:
