@@ -28,7 +28,8 @@ class Checkpointer:
                 force=True)
 
     def restore(self, like) -> tuple[int, object] | None:
-        """(step, state) of the latest checkpoint, or None when there is none."""
+        """(step, state) of the latest checkpoint, or None when there is none. `like(step)`: a state tree
+        of the saved shapes (which may depend on the step, e.g. each phase's optimizer state)."""
         step = self._mngr.latest_step()
         if step is None:
             return None
@@ -36,7 +37,7 @@ class Checkpointer:
         if meta.get("run_id") != self.run_id:
             raise ConfigError(f"checkpoint in {self.directory} belongs to a different run (other input, "
                               "model or options); remove it or run without --resume")
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like(step))
         out = self._mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
         return step, out["state"]
 

@@ -16,7 +16,7 @@ import optax
 
 from codec.api import QuantPolicy
 from codec.metrics import mean_psnr, psnr
-from codec.params import first_match, path_str
+from codec.params import first_match, flatten, path_str, unflatten
 from codec.prune import magnitude_masks
 from codec.quant import fake_quantize
 from inr import registry
@@ -79,20 +79,25 @@ def _lr(hp: dict, step):
 
 
 def _lr_scaler(config) -> Callable:
-    """Multiplies each stored tensor's update by its config learning-rate rule (e.g. CAM tables 10x)."""
+    """Multiplies each stored tensor's update by its config learning-rate rule (e.g. CAM tables 10x);
+    updates are keyed by state path ('variables/params/...'), the rules by 'params/...'."""
     rules = config.lr_multipliers()
     if not rules:
         return lambda updates: updates
-    return lambda updates: jax.tree_util.tree_map_with_path(
-        lambda p, u: u * first_match(path_str(p), rules, 1.0), updates)
+    return lambda updates: {p: u * first_match(p.partition("/")[2], rules, 1.0) if p.startswith("variables/")
+                            else u for p, u in updates.items()}
 
 
-def _frozen(train_only: str) -> Callable:
-    """Zeroes the gradients and updates of every tensor a phase may not change (`Phase.train_only`)."""
-    if not train_only:
-        return lambda tree: tree
-    return lambda tree: jax.tree_util.tree_map_with_path(
-        lambda p, x: x if re.fullmatch(train_only, path_str(p)) else jnp.zeros_like(x), tree)
+def trainable(state, train_only: str) -> dict:
+    """The tensors a phase may change (`Phase.train_only`; "" = all) of {'variables': ..., 'aux': ...},
+    keyed by path ('variables/params/...', 'aux/...'). Only these get gradients and optimizer state, so a
+    phase that trains a small part of a large state (NIRVANA's current group) pays for that part only."""
+    return {p: x for p, x in flatten(state) if not train_only or re.fullmatch(train_only, p)}
+
+
+def _merged(state, tensors: dict):
+    """`state` with the tensors at the paths of `tensors` replaced."""
+    return unflatten(state, {**dict(flatten(state)), **tensors})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +168,6 @@ def _step_program(config, optimizer: tuple, loss: str, shape: _Shape, policy: Qu
     forward = _forward_fn(config, shape, policy)
     loss_fn = LOSSES[loss]
     lr_scaled = _lr_scaler(config)
-    frozen = _frozen(shape.train_only)
     spec = registry.spec_of(config)
     pixels = shape.span * config.geometry.height * config.geometry.width
 
@@ -172,27 +176,30 @@ def _step_program(config, optimizer: tuple, loss: str, shape: _Shape, policy: Qu
         perm = hp["start"] + jax.random.permutation(jax.random.fold_in(key, epoch), shape.span)
         idx = jax.lax.dynamic_slice(perm, ((s % hp["per_epoch"]) * shape.batch,), (shape.batch,))
         target = frames[idx].astype(jnp.float32) / 255.0
+        state = {"variables": tree["variables"], "aux": tree["aux"]}
 
-        def objective(trainable):
-            pred = forward(trainable["variables"], trainable["aux"], idx, target)
+        def objective(tensors):
+            full = _merged(state, tensors)
+            pred = forward(full["variables"], full["aux"], idx, target)
             loss = loss_fn(pred, target)
             if shape.rated:
-                bits = spec.rate(config, trainable["variables"], trainable["aux"], idx)
+                bits = spec.rate(config, full["variables"], full["aux"], idx)
                 loss = loss + hp["rate_weight"] * bits / pixels
             return loss, jnp.mean((pred - target) ** 2)
 
-        trainable = {"variables": tree["variables"], "aux": tree["aux"]}
-        (loss, mse), grads = jax.value_and_grad(objective, has_aux=True)(trainable)
-        grads = frozen(grads)
-        updates, opt = tx.update(grads, tree["opt"], trainable)
-        updates = frozen({"variables": lr_scaled(updates["variables"]), "aux": updates["aux"]})
+        tensors = trainable(state, shape.train_only)
+        (loss, mse), grads = jax.value_and_grad(objective, has_aux=True)(tensors)
+        updates, opt = tx.update(grads, tree["opt"], tensors)
+        updates = lr_scaled(updates)
         # A step whose (pre-update) batch already reaches the phase's target PSNR changes nothing: the
         # phase ends on exactly the weights that were measured.
         lr = jnp.where(mse <= hp["mse_stop"], 0.0, _lr(hp, s))
         opt = jax.tree.map(lambda new, old: jnp.where(mse <= hp["mse_stop"], old, new), opt, tree["opt"])
-        trainable = jax.tree.map(lambda p, u: p - lr * u, trainable, updates)
-        variables = jax.tree.map(lambda p, m: p * m, trainable["variables"], tree["masks"])
-        return {"variables": variables, "aux": trainable["aux"], "opt": opt,
+        masks = dict(flatten({"variables": tree["masks"]}))
+        tensors = {p: (x - lr * updates[p]) * masks[p] if p in masks else x - lr * updates[p]
+                   for p, x in tensors.items()}
+        state = _merged(state, tensors)
+        return {"variables": state["variables"], "aux": state["aux"], "opt": opt,
                 "masks": tree["masks"]}, loss, mse
     return jax.jit(step, donate_argnums=0)
 
@@ -265,8 +272,7 @@ def _start_phase(spec, config, train, k: int, state: _State, frames) -> _State:
     if phase.sparsity > 0:
         masks = magnitude_masks(variables, prunable, phase.sparsity)
         variables = jax.tree.map(lambda p, m: p * m, variables, masks)
-    opt = _optimizer(train).init({"variables": variables, "aux": aux})
-    return _State(variables, aux, opt, masks)
+    return _with_optimizer(train, k, _State(variables, aux, None, masks))
 
 
 # Initialisation runs once per fit, so it is compiled without LLVM optimisation: 4-5x faster to compile
@@ -284,8 +290,13 @@ def init_state(spec, config, train: TrainConfig) -> _State:
             config, jax.random.fold_in(key, 1))
     variables, aux = _own_buffers((variables, aux))
     masks = jax.tree.map(jnp.ones_like, variables)
-    opt = _optimizer(train).init({"variables": variables, "aux": aux})
-    return _State(variables, aux, opt, masks)
+    return _with_optimizer(train, 0, _State(variables, aux, None, masks))
+
+
+def _with_optimizer(train: TrainConfig, k: int, state: _State) -> _State:
+    """`state` with a fresh optimizer state over the tensors phase k trains."""
+    tensors = trainable({"variables": state.variables, "aux": state.aux}, train.phases[k].train_only)
+    return dataclasses.replace(state, opt_state=_optimizer(train).init(tensors))
 
 
 def _own_buffers(tree):
@@ -347,8 +358,16 @@ def _run_phase(step, tree, frames_dev, key, steps: range, done: int, phase: Phas
     return tree, done
 
 
-def _resume(checkpointer, state: _State) -> tuple[int, _State]:
-    restored = checkpointer.restore(state.tree()) if checkpointer is not None else None
+def _resume(checkpointer, train: TrainConfig, starts, state: _State) -> tuple[int, _State]:
+    """(global step, state) of the latest checkpoint, or (0, `state`). A checkpoint at step s was saved
+    in the phase k with starts[k] < s <= starts[k+1]: its optimizer state covers that phase's tensors."""
+    if checkpointer is None:
+        return 0, state
+
+    def like(step: int):
+        k = max(int(np.searchsorted(starts, step, side="left")) - 1, 0)
+        return _with_optimizer(train, k, state).tree()
+    restored = checkpointer.restore(like)
     return (0, state) if restored is None else (restored[0], _State.of(restored[1]))
 
 
@@ -366,7 +385,7 @@ def fit(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, *, 
     spec = registry.spec_of(config)
     steps = phase_steps(train, frames.shape[0])
     starts = np.cumsum([0] + steps)
-    done, state = _resume(checkpointer, init_state(spec, config, train))
+    done, state = _resume(checkpointer, train, starts, init_state(spec, config, train))
     frames_dev = jnp.asarray(frames)
     shuffle_key = jax.random.fold_in(jax.random.key(train.seed), 2)
     bar = progress(int(starts[-1])) if progress else None

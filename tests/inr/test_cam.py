@@ -99,10 +99,12 @@ def test_cam_tables_get_the_configured_learning_rate_multiplier():
     spec = inr.get("hnerv")
     config = spec.config_cls.tiny().replace(cam_nodes=3, cam_lr_mult=7.0)
     variables = spec.init(config, jax.random.key(0))
-    ones = jax.tree.map(jnp.ones_like, variables)
-    scaled = dict(flatten(_lr_scaler(config)(ones)))
-    assert {p for p, x in scaled.items() if float(x.max()) == 7.0} == {p for p in scaled if "/cam/" in p}
-    assert all(float(x.max()) == 1.0 for p, x in scaled.items() if "/cam/" not in p)
+    # updates as the loop keeps them: keyed by state path; the encoder's (aux) are never scaled
+    ones = {f"variables/{p}": jnp.ones_like(x) for p, x in flatten(variables)} | {"aux/cam/x": jnp.ones(3)}
+    scaled = _lr_scaler(config)(ones)
+    assert {p for p, x in scaled.items() if float(x.max()) == 7.0} == {
+        p for p in scaled if "/cam/" in p and p.startswith("variables/")}
+    assert all(float(x.max()) == 1.0 for p, x in scaled.items() if "/cam/" not in p or p.startswith("aux/"))
     assert _lr_scaler(config.replace(cam_nodes=0))(ones) is ones
 
 

@@ -138,6 +138,16 @@ def test_a_phase_changes_only_the_tensors_it_may_train(synthetic):
     assert changed == {"params/stem1/dense/kernel", "params/stem1/dense/bias"}
 
 
+def test_the_optimizer_state_covers_only_the_tensors_a_phase_trains(synthetic):
+    config = _config("nerv", synthetic)
+    train = TrainConfig((Phase("fit", 1, 3e-3, train_only=r"variables/params/stem1/.*"),), batch=2)
+    state = init_state(inr.get("nerv"), config, train)
+    stem1 = sum(x.size for p, x in api.flatten(state.variables) if p.startswith("params/stem1/"))
+    moments = [x for x in jax.tree.leaves(state.opt_state) if x.ndim == 1]
+    assert [x.size for x in moments] == [stem1, stem1]   # Adam's first and second moments
+    assert stem1 < sum(x.size for x in jax.tree.leaves(state.variables))
+
+
 def test_a_phase_with_a_frame_range_and_its_own_batch_counts_its_own_steps():
     train = TrainConfig((Phase("a", 3, 1e-3, frames=(4, 8), batch=4), Phase("b", 2, 1e-3, frames=(8, 10))),
                         batch=2)
