@@ -9,31 +9,41 @@ over the whole frame (so neighbouring patches meet without seams; P = cell·up) 
 
 Encoding (train/loop.py runs the phases this module's `schedule` returns; nothing NIRVANA-specific in
 the loop): group 0 is fitted from scratch for more steps; group k starts from group k-1's quantized
-weights and is fitted for fewer steps. Every weight is quantized with a learned per-channel step shared
-by all groups (learned in group 0, then frozen, so integer residuals between groups are meaningful),
-rounded straight-through in the forward pass. The loss adds λ (`rate_weight`, in MSE per bit per pixel)
-times a differentiable estimate of the group's bits: each tensor's integer residual to the previous
-group's integers under a discretized Laplace with a learned per-tensor scale. With `target_psnr`, a
-group's fit ends at the first step whose coded weights reach that PSNR on the group: a group whose
-frames its predecessor already renders well enough (a static scene) keeps those integers, and its
-residual costs only its section's framing (73 bytes for carphone's 30 groups of 12 tensors).
+weights and is fitted for fewer steps. The group being fitted lives in the encode-time state (`aux`),
+so a step trains one group's tensors whatever the number of groups. Every weight is quantized with a
+learned per-channel step shared by all groups (learned in group 0, then frozen, so integer residuals
+between groups are meaningful), rounded straight-through in the forward pass. The loss adds λ
+(`rate_weight`, in MSE per bit per pixel) times a differentiable estimate of the group's bits: each
+tensor's integer residual to the previous group's integers under a discretized Laplace with a learned
+per-tensor scale. A step runs the shared trunk once and the heads of `batch` of the group's frames. With
+`target_psnr`, a step covers the whole group and a group's fit ends at the first step whose coded
+weights reach that PSNR on the group: a group whose frames its predecessor already renders well enough
+(a static scene) keeps those integers, and its residual costs only its section's framing.
 
 File: collection `groupNNN` per group; group 0 is a TENSORS section, group k a RESIDUAL section against
 group k-1 (codec/tensors.py), all sharing group 0's steps. Random access: frame t needs the integer chain
 up to its group, k+1 sections of cheap integer additions (the whole chain is rebuilt once at load);
 once the weights are rebuilt the groups are independent and a batch of frames from any groups renders in
-one jitted call.
+one jitted call, each frame through its own head only.
 
-Where the paper is silent (its constants were not available): G = 4, P = 8 (cell 2 × up 4), three SIREN
-layers, six Fourier octaves, λ = 1e-3, a quarter of the steps for group 0, warm-started groups at 0.2×
-the learning rate (a weight that moves less keeps its integer, and a zero residual is nearly free). ω0 = 1 rather than SIREN's
-30: on carphone's first group (4 frames, 21.6k parameters, 400 full-group Adam steps) ω0 = 30 reached
-27.8 dB at its best learning rate (2e-3; 1e-2 diverges) and ω0 = 1 28.8 dB at 1e-2.
+Where the paper is silent (its constants were not available), chosen on carphone (120 frames, 300k
+parameters, 6-bit comparison with HNeRV; `nerva rd` rows, PSNR/bpp as measured, one seed, so differences
+under ~0.1 dB are noise): P = 8 (cell 2 × up 4), three SIREN layers, six Fourier octaves (eight: same).
+G = 12 (at λ 0.0075, 120 epochs: G 8 28.10 dB at 0.141 bpp, G 12 28.93 dB at 0.163, G 16 28.96 dB at
+0.173; G 12 gains ~0.35 dB at equal rate). Steps on 4 of the group's frames (all 8 of G 8: -0.1 dB for
+the same steps, but 1.45x the steps per second). Half of all steps for group 0 (at 0.1 of them 1.7 dB
+worse at equal rate, 0.25 0.4 dB worse, 0.4-0.55 the same, 0.7 0.2 dB worse). Warm-started groups at 2×
+the learning rate (0.3×, 0.5×, 1×, 2×, 4×: 2× best; at 4× their residuals double). λ = 0.014 MSE per
+bpp, which lands near 0.11 bpp at the preset's 180 epochs (λ has to grow with the steps: more steps at
+one λ buy mostly rate). ω0 = 1 rather than SIREN's 30: on carphone's first group (4 frames, 21.6k
+parameters, 400 full-group Adam steps) ω0 = 30 reached 27.8 dB at its best learning rate (2e-3; 1e-2
+diverges) and ω0 = 1 28.8 dB at 1e-2.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import flax.linen as nn
@@ -49,9 +59,15 @@ from inr.registry import ModelSpec, register
 LAPLACE_FLOOR = 1e-9   # probability floor of the rate estimate (a symbol far in the tail costs ~30 bits)
 
 
+# The sized configs' choices (see the module docstring). The field defaults stay what files written
+# before a field existed were fitted with (FORMAT.md §4: a missing field reads as its default).
+PRESET = dict(group=12, rate_weight=0.013, warm_lr=0.5, batch=4, group0_share=0.5)
+
+
 @dataclasses.dataclass(frozen=True)
 class NIRVANAConfig(ConfigBase):
-    """NIRVANA. Presets: `for_size(geometry, n_params)` (all groups' parameters); `tiny()` for tests."""
+    """NIRVANA. Presets: `for_size(geometry, n_params)` (all groups' parameters, with PRESET's choices);
+    `tiny()` for tests."""
 
     geometry: Geometry
     group: int = 4                 # G, frames per group (the last group may be shorter)
@@ -67,6 +83,8 @@ class NIRVANAConfig(ConfigBase):
     init_bits: int = 8             # the learned steps start at range / (2^init_bits − 1) (encode time only)
     warm_lr: float = 0.2           # learning-rate multiplier of the warm-started groups (encode time only)
     target_psnr: float = 0.0       # a group's fit ends once it reaches this PSNR (dB); 0 = all steps (encode time)
+    batch: int = 0                 # frames per step (at most G); 0 or target_psnr: all G (encode time only)
+    group0_share: float = 0.25     # share of all steps spent on group 0, fitted from scratch (encode time only)
 
     def __post_init__(self):
         if min(self.group, self.cell, self.up, self.width, self.depth, self.features, self.up_channels) < 1:
@@ -79,6 +97,10 @@ class NIRVANAConfig(ConfigBase):
             raise ValueError("warm_lr must lie in (0, 10]")
         if not 0 <= self.target_psnr < 100:
             raise ValueError("target_psnr must lie in [0, 100) dB (0: no early stop)")
+        if not 0 < self.group0_share < 1:
+            raise ValueError("group0_share must lie in (0, 1)")
+        if self.batch < 0:
+            raise ValueError("batch must be >= 0 (0: the whole group)")
 
     @property
     def patch(self) -> int:
@@ -104,7 +126,7 @@ class NIRVANAConfig(ConfigBase):
         # The conv block dominates small groups; letting its channels drop to 2 keeps budgets of a few
         # hundred parameters per group reachable (carphone's 30 groups at 50k parameters in all).
         return cls(geometry, width=width, features=max(2, min(16, width // 8)),
-                   up_channels=max(2, min(16, width // 8)))
+                   up_channels=max(2, min(16, width // 8)), **PRESET)
 
     @classmethod
     def tiny(cls, geometry: Geometry | None = None) -> "NIRVANAConfig":
@@ -148,12 +170,13 @@ class SirenLayer(nn.Module):
 
 
 class GroupNet(nn.Module):
-    """One group's network: all G frames of the group, (G, H, W, 3) in [0, 1]."""
+    """One group's network: frames `which` (B,) of the group (positions 0..G-1; None = all G), (B, H, W, 3)
+    in [0, 1]. The frames share everything up to their heads."""
 
     config: NIRVANAConfig
 
     @nn.compact
-    def __call__(self, coords: jnp.ndarray) -> jnp.ndarray:
+    def __call__(self, coords: jnp.ndarray, which: jnp.ndarray | None = None) -> jnp.ndarray:
         c = self.config
         nh, nw = c.grid
         x = coords
@@ -164,7 +187,7 @@ class GroupNet(nn.Module):
         x = x.reshape(nh, nw, c.cell, c.cell, c.features).transpose(0, 2, 1, 3, 4)
         x = x.reshape(1, nh * c.cell, nw * c.cell, c.features)
         x = gelu(Conv(c.up_channels * c.up ** 2, 3, name="up")(x))[0]
-        x = _ShuffledHeads(c.group, c.up, name="heads")(x)             # (G, H', W', 3)
+        x = _ShuffledHeads(c.group, c.up, name="heads")(x, which)      # (B, H', W', 3)
         return output_head(x)[:, :c.geometry.height, :c.geometry.width, :]
 
 
@@ -184,19 +207,22 @@ class _ShuffledHeads(nn.Module):
     """PixelShuffle(up) -> 1×1 conv with 3·G outputs -> (G, H, W, 3), computed as the 1×1 conv on the map
     before the shuffle and one transpose at the end. The same function and parameters as
     `Conv(3·G, 1)(pixel_shuffle(x, up))` (which commute: the shuffle only moves pixels), but the wide
-    map is never shuffled: on carphone's G = 8 groups forward 3.3 -> 1.0 ms, gradient 4.3 -> 2.9 ms."""
+    map is never shuffled: on carphone's G = 8 groups forward 3.3 -> 1.0 ms, gradient 4.3 -> 2.9 ms. Only
+    the heads of frames `which` run (output channel 3·g + k is colour k of frame g)."""
 
     group: int
     up: int
 
     @nn.compact
-    def __call__(self, x):                                    # (h, w, C·up²), PyTorch's shuffle order
+    def __call__(self, x, which=None):                       # (h, w, C·up²), PyTorch's shuffle order
         h, w, crr = x.shape
         r, c = self.up, crr // (self.up * self.up)
         kernel, bias = _Kernel1x1(3 * self.group, name="conv")(c)
-        y = jnp.einsum("hwcij,co->hwijo", x.reshape(h, w, c, r, r), kernel) + bias
-        y = y.reshape(h, w, r, r, self.group, 3).transpose(4, 0, 2, 1, 3, 5)
-        return y.reshape(self.group, h * r, w * r, 3)
+        kernel, bias = kernel.reshape(c, self.group, 3), bias.reshape(self.group, 3)
+        if which is not None:
+            kernel, bias = kernel[:, which], bias[which]
+        y = jnp.einsum("hwcij,cbk->bhiwjk", x.reshape(h, w, c, r, r), kernel) + bias[:, None, None, None, None]
+        return y.reshape(y.shape[0], h * r, w * r, 3)
 
 
 def init(config: NIRVANAConfig, key: jax.Array):
@@ -218,7 +244,7 @@ def render(config: NIRVANAConfig, variables, idx: jnp.ndarray) -> jnp.ndarray:
 
     def one(t):
         params = jax.tree.map(lambda w: w[t // config.group], stacked)
-        return GroupNet(config).apply({"params": params}, coords)[t % config.group]
+        return GroupNet(config).apply({"params": params}, coords, (t % config.group)[None])[0]
     return jax.lax.map(one, idx)
 
 
@@ -257,9 +283,9 @@ def init_aux(config: NIRVANAConfig, key: jax.Array):
 
 def train_render(config: NIRVANAConfig, variables, aux, idx, frames):
     """All frames of a phase belong to the group being fitted: its network runs once on the quantization
-    grid, the batch's heads are picked."""
-    out = GroupNet(config).apply({"params": _on_grid(aux["work"], _steps(aux))}, _coordinates(config))
-    return out[idx % config.group]
+    grid, with the batch's heads."""
+    return GroupNet(config).apply({"params": _on_grid(aux["work"], _steps(aux))}, _coordinates(config),
+                                  idx % config.group)
 
 
 def rate(config: NIRVANAConfig, variables, aux, idx):
@@ -291,17 +317,30 @@ def start_phase(config: NIRVANAConfig, variables, aux, phase):
     into the stored variables; group k starts from their quantized values, which are also its reference."""
     k = phase.frames[0] // config.group
     if k == 0:
-        def log_step(w):
-            axes = tuple(range(w.ndim - 1)) if w.ndim >= 2 else tuple(range(w.ndim))
-            span = jnp.maximum(w.max(axis=axes), 0.0) - jnp.minimum(w.min(axis=axes), 0.0)
-            return jnp.log(jnp.maximum(jnp.atleast_1d(span) / (2 ** config.init_bits - 1), 1e-6))
         work = variables[collection(config, 0)]
-        return variables, {**aux, "work": work, "ref": jax.tree.map(jnp.zeros_like, work),
-                           "group": jnp.int32(0), "log_step": jax.tree.map(log_step, work)}
+        ref, log_step = _initial_steps(work, config.init_bits)
+        return variables, {**aux, "work": work, "ref": ref, "group": jnp.int32(0), "log_step": log_step}
     variables = _stored(config, variables, aux)
-    ints = jax.tree.map(lambda w, s: jnp.round(w / s), variables[collection(config, k - 1)], _steps(aux))
-    work = jax.tree.map(lambda q, s: q * s, ints, _steps(aux))
+    ints, work = _requantized(variables[collection(config, k - 1)], aux["log_step"])
     return variables, {**aux, "work": work, "ref": ints, "group": jnp.int32(k)}
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _initial_steps(weights, init_bits: int):
+    """(zero references, per-channel log-steps spanning each channel's range at `init_bits`)."""
+    def log_step(w):
+        axes = tuple(range(w.ndim - 1)) if w.ndim >= 2 else tuple(range(w.ndim))
+        span = jnp.maximum(w.max(axis=axes), 0.0) - jnp.minimum(w.min(axis=axes), 0.0)
+        return jnp.log(jnp.maximum(jnp.atleast_1d(span) / (2 ** init_bits - 1), 1e-6))
+    return jax.tree.map(jnp.zeros_like, weights), jax.tree.map(log_step, weights)
+
+
+@jax.jit
+def _requantized(weights, log_step):
+    """(integers, weights on the grid) of a group's weights under the learned steps."""
+    steps = _steps({"log_step": log_step})
+    ints = jax.tree.map(lambda w, s: jnp.round(w / s), weights, steps)
+    return ints, jax.tree.map(lambda q, s: q * s, ints, steps)
 
 
 def finalize(config: NIRVANAConfig, variables, aux, frames):
@@ -334,17 +373,16 @@ def references(config: NIRVANAConfig) -> dict[str, str]:
     return {collection(config, k): collection(config, k - 1) for k in range(1, config.n_groups)}
 
 
-GROUP0_SHARE = 0.25   # share of all steps spent on group 0 (fitted from scratch)
 STEPS_PER_EPOCH = 0.5  # steps per frame-epoch: `epochs` buys as many steps as other models make at batch 2
 
 
 def schedule(config: NIRVANAConfig, epochs: float, lr: float) -> list[dict]:
-    """One phase per group, each step on all of the group's frames. `epochs` buys the number of steps
-    other models take at batch 2 (epochs · T / 2); group 0 gets GROUP0_SHARE of them, every later group
+    """One phase per group, each step on `batch` of the group's frames. `epochs` buys the number of steps
+    other models take at batch 2 (epochs · T / 2); group 0 gets `group0_share` of them, every later group
     (warm-started) an equal part of the rest — so encoding costs as many, but much cheaper, steps."""
     total = epochs * config.geometry.frames * STEPS_PER_EPOCH
     n = config.n_groups
-    first = total if n == 1 else GROUP0_SHARE * total
+    first = total if n == 1 else config.group0_share * total
     later = 0.0 if n == 1 else (total - first) / (n - 1)
     phases = []
     for k in range(n):
@@ -354,10 +392,12 @@ def schedule(config: NIRVANAConfig, epochs: float, lr: float) -> list[dict]:
         # the number of groups.
         only = r"aux/(work|log_b|log_step)/.*" if k == 0 else r"aux/(work|log_b)/.*"
         steps = max(1.0, first if k == 0 else later)
-        phases.append(dict(name=f"group{k}", epochs=steps, lr=lr if k == 0 else lr * config.warm_lr,
-                           warmup=0.1 if k == 0 else 0.0,
+        # With a target PSNR a step's PSNR decides the stop, so it must be the whole group's.
+        batch = stop - start if config.target_psnr or not config.batch else min(config.batch, stop - start)
+        phases.append(dict(name=f"group{k}", epochs=steps / ((stop - start) // batch),
+                           lr=lr if k == 0 else lr * config.warm_lr, warmup=0.1 if k == 0 else 0.0,
                            use_encoder=True, quantize=True, frames=(start, stop), train_only=only,
-                           rate_weight=config.rate_weight, batch=stop - start, target_psnr=config.target_psnr))
+                           rate_weight=config.rate_weight, batch=batch, target_psnr=config.target_psnr))
     return phases
 
 

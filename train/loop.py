@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import math
@@ -174,7 +175,9 @@ def _step_program(config, optimizer: tuple, loss: str, shape: _Shape, policy: Qu
     def step(tree, frames, key, s, hp):
         epoch = s // hp["per_epoch"]
         perm = hp["start"] + jax.random.permutation(jax.random.fold_in(key, epoch), shape.span)
-        idx = jax.lax.dynamic_slice(perm, ((s % hp["per_epoch"]) * shape.batch,), (shape.batch,))
+        # A batch's frames in index order (the loss is a mean over them): a batch that covers a range of
+        # frames, e.g. NIRVANA's whole group, is then that range in order.
+        idx = jnp.sort(jax.lax.dynamic_slice(perm, ((s % hp["per_epoch"]) * shape.batch,), (shape.batch,)))
         target = frames[idx].astype(jnp.float32) / 255.0
         state = {"variables": tree["variables"], "aux": tree["aux"]}
 
@@ -296,7 +299,14 @@ def init_state(spec, config, train: TrainConfig) -> _State:
 def _with_optimizer(train: TrainConfig, k: int, state: _State) -> _State:
     """`state` with a fresh optimizer state over the tensors phase k trains."""
     tensors = trainable({"variables": state.variables, "aux": state.aux}, train.phases[k].train_only)
-    return dataclasses.replace(state, opt_state=_optimizer(train).init(tensors))
+    return dataclasses.replace(state, opt_state=_optimizer_init(train.clip_norm, train.beta1, train.beta2)(tensors))
+
+
+@functools.lru_cache(maxsize=16)
+def _optimizer_init(clip_norm: float, beta1: float, beta2: float) -> Callable:
+    """The optimizer's init as one jitted program (compiled once per tree structure, without LLVM
+    optimisation): run eagerly, its many small ops each compile on first use (~2 s per new structure)."""
+    return jax.jit(_optimizer_of(clip_norm, beta1, beta2).init, compiler_options=_INIT_OPTIONS)
 
 
 def _own_buffers(tree):
@@ -332,27 +342,33 @@ def _run_phase(step, tree, frames_dev, key, steps: range, done: int, phase: Phas
     """Runs local steps `steps` of one phase; returns (state tree, global steps done). A phase with a
     `target_psnr` ends at the first step whose PSNR (before its update) reaches it; that step leaves the
     state unchanged, and the global step count jumps to the phase's end, so a resumed run skips the same
-    steps."""
+    steps. Without a target, a step's loss is read only once the next step is under way, so the host
+    never idles the device between steps."""
     mse_stop = _mse_stop(phase)
+    lag = 0 if mse_stop >= 0 else 1
+    pending, reached = collections.deque(), False
     for s in steps:
         ts = time.perf_counter()
-        tree, loss, mse = step(tree, frames_dev, key, jnp.int32(s))
-        meter.add(float(loss), float(mse))
+        tree, loss, mse = step(tree, frames_dev, key, np.int32(s))   # numpy: no dispatch of its own
+        pending.append((s, loss, mse))
+        while len(pending) > lag or (pending and s == steps[-1]):
+            ps, loss, mse = pending.popleft()
+            meter.add(float(loss), float(mse))
+            reached = float(mse) <= mse_stop
+            skip = steps[-1] - ps if reached else 0
+            done += 1 + skip
+            if bar:
+                bar.update(1 + skip)
+            if meter.n == log_every or ps == steps[-1] or reached:
+                history.append(meter.row(phase.name, done))
+                if bar:
+                    bar.set_postfix_str(f"{phase.name} loss {history[-1]['loss']:.4f} "
+                                        f"psnr {history[-1]['psnr']:.2f}")
         if s > 0:   # the first step of a phase pays for compilation
             meter.timed_frames += frames_per_step
             meter.timed_s += time.perf_counter() - ts
-        reached = float(mse) <= mse_stop
-        skip = steps[-1] - s if reached else 0
-        done += 1 + skip
-        if bar:
-            bar.update(1 + skip)
-        if meter.n == log_every or s == steps[-1] or reached:
-            history.append(meter.row(phase.name, done))
-            if bar:
-                bar.set_postfix_str(f"{phase.name} loss {history[-1]['loss']:.4f} "
-                                    f"psnr {history[-1]['psnr']:.2f}")
         if checkpointer is not None:
-            checkpointer.maybe_save(done, tree)
+            checkpointer.maybe_save(done + len(pending), tree)
         if reached:
             break
     return tree, done

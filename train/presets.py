@@ -28,8 +28,9 @@ PRESETS = {
     "hnerv": Preset(size=100_000, lr=2e-3, beta1=0.9, epochs=150),
     "nervpp": Preset(size=100_000, lr=2e-3, beta1=0.9, epochs=150),
     "cam": Preset(size=100_000, lr=2e-3, beta1=0.9, epochs=150),
-    # NIRVANA's small per-group SIRENs train well at 1e-2 (carphone, inr/nirvana.py); size = all groups.
-    "nirvana": Preset(size=300_000, lr=1e-2, beta1=0.9, epochs=150),
+    # NIRVANA's small per-group SIRENs: group 0 at 3e-2, later groups at its warm_lr (0.5×) of it
+    # (carphone, inr/nirvana.py); size = all groups.
+    "nirvana": Preset(size=300_000, lr=3e-2, beta1=0.9, epochs=120),
 }
 _FALLBACK = Preset(size=100_000, lr=1e-3, beta1=0.9, epochs=150)
 
