@@ -32,10 +32,11 @@ under ~0.1 dB are noise): P = 8 (cell 2 × up 4), three SIREN layers, six Fourie
 G = 12 (at λ 0.0075, 120 epochs: G 8 28.10 dB at 0.141 bpp, G 12 28.93 dB at 0.163, G 16 28.96 dB at
 0.173; G 12 gains ~0.35 dB at equal rate). Steps on 4 of the group's frames (all 8 of G 8: -0.1 dB for
 the same steps, but 1.45x the steps per second). Half of all steps for group 0 (at 0.1 of them 1.7 dB
-worse at equal rate, 0.25 0.4 dB worse, 0.4-0.55 the same, 0.7 0.2 dB worse). Warm-started groups at 2×
-the learning rate (0.3×, 0.5×, 1×, 2×, 4×: 2× best; at 4× their residuals double). λ = 0.014 MSE per
-bpp, which lands near 0.11 bpp at the preset's 180 epochs (λ has to grow with the steps: more steps at
-one λ buy mostly rate). ω0 = 1 rather than SIREN's 30: on carphone's first group (4 frames, 21.6k
+worse at equal rate, 0.25 0.4 dB worse, 0.4-0.55 the same, 0.7 0.2 dB worse). Learning rates (the preset's
+lr is group 0's): at 1e-2, warm-started groups at 0.3×, 0.5×, 1×, 2×, 4× of it: 2× best, at 4× their
+residuals double; group 0 at 2e-2, 3e-2 or 5e-2 with later groups at 1.5e-2-2e-2 gains another ~0.5 dB at
+equal rate (3e-2 and 0.5× chosen; 2e-2 for later groups is as good). λ = 0.013 MSE per bpp lands at
+0.111 bpp at the preset's 120 epochs (λ has to grow with the steps: more steps at one λ buy mostly rate). ω0 = 1 rather than SIREN's 30: on carphone's first group (4 frames, 21.6k
 parameters, 400 full-group Adam steps) ω0 = 30 reached 27.8 dB at its best learning rate (2e-3; 1e-2
 diverges) and ω0 = 1 28.8 dB at 1e-2.
 """
