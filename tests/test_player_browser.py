@@ -84,8 +84,11 @@ def test_the_canvas_shows_exactly_nerva_decodes_frame_after_playing_and_seeking(
 
 
 def test_nerva_play_serves_until_interrupted_and_refuses_requests_without_the_token(fitted):
-    p = subprocess.Popen([sys.executable, "-m", "eval.cli", "play", str(fitted), "--no-browser"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A pytest-xdist worker may run with SIGINT ignored (something earlier in the worker set it), and a child
+    # inherits that: it would never see the Ctrl-C. Start it as a terminal would, with the default action.
+    p = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "eval.cli", "play", str(fitted), "--no-browser"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         lines = [p.stdout.readline(), p.stdout.readline()]
         url = lines[1].split()[1]
@@ -98,7 +101,12 @@ def test_nerva_play_serves_until_interrupted_and_refuses_requests_without_the_to
         assert refused.value.code == 403
     finally:
         p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=60)
+        try:
+            out, err = p.communicate(timeout=60)
+        except subprocess.TimeoutExpired:   # show where it hangs: faulthandler dumps every thread on SIGABRT
+            p.send_signal(signal.SIGABRT)
+            out, err = p.communicate(timeout=60)
+            pytest.fail(f"nerva play did not stop within 60 s of Ctrl-C; its threads:\n{err[-8000:]}")
     assert p.returncode == 0, err
     assert "stopped" in out
 
