@@ -85,10 +85,14 @@ def test_the_canvas_shows_exactly_nerva_decodes_frame_after_playing_and_seeking(
 
 def test_nerva_play_serves_until_interrupted_and_refuses_requests_without_the_token(fitted):
     # A pytest-xdist worker may run with SIGINT ignored (something earlier in the worker set it), and a child
-    # inherits that: it would never see the Ctrl-C. Start it as a terminal would, with the default action.
-    p = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "eval.cli", "play", str(fitted), "--no-browser"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # inherits an ignored signal: it would never see the Ctrl-C. With a handler in this process instead, the
+    # child starts with the default action, as from a terminal (no preexec_fn: forking a JAX process is unsafe).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        p = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "eval.cli", "play", str(fitted),
+                              "--no-browser"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         lines = [p.stdout.readline(), p.stdout.readline()]
         url = lines[1].split()[1]
