@@ -58,10 +58,6 @@ class _State:
         return cls(t["variables"], t["aux"], t["opt"], t["masks"])
 
 
-def _optimizer(train: TrainConfig) -> optax.GradientTransformation:
-    return _optimizer_of(train.clip_norm, train.beta1, train.beta2)
-
-
 def _optimizer_of(clip_norm: float, beta1: float, beta2: float) -> optax.GradientTransformation:
     """Clipped Adam on all trainable tensors raveled into one vector: the same arithmetic, but a few ops
     instead of ~10 per tensor (NIRVANA's 30 groups × 12 tensors: step compile 125 -> 50 s, and 2.2x the
