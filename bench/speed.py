@@ -159,7 +159,7 @@ def train_speed(model: str, config, frames: np.ndarray) -> dict:
         t = time.perf_counter()
         for _ in range(per_round):
             tree, loss, _ = step(tree, frames_dev, key, jnp.int32(s))
-            float(loss)   # the fitting loop reads the loss every step
+            float(loss)   # the fitting loop reads every loss (one step late, as its next step runs)
             s += 1
         step_times.append((time.perf_counter() - t) / per_round)
     step_s = statistics.median(step_times)
