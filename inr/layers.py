@@ -59,7 +59,7 @@ def _torch_bias_init(fan_in: int):
     return uniform_init(1.0 / math.sqrt(fan_in))
 
 
-def _inits(init: str, fan_in: int):
+def inits(init: str, fan_in: int):
     """(kernel_init, bias_init): "torch" = PyTorch's Conv/Linear default (NeRV, HNeRV); "xavier" = xavier-
     uniform kernel, zero bias (NeRV++'s convs); "trunc_normal" = truncated normal σ=0.02, zero bias
     (NeRV++'s Linears)."""
@@ -83,12 +83,12 @@ class Conv(nn.Module):
     features: int
     kernel: int = 3
     groups: int = 1
-    weight_init: str = "torch"   # see _inits (not `init`: that would shadow Module.init)
+    weight_init: str = "torch"   # see inits (not `init`: that would shadow Module.init)
 
     @nn.compact
     def __call__(self, x):
         fan_in = x.shape[-1] // self.groups * self.kernel * self.kernel
-        kernel_init, bias_init = _inits(self.weight_init, fan_in)
+        kernel_init, bias_init = inits(self.weight_init, fan_in)
         if self.groups > 1 and self.groups == x.shape[-1] == self.features:
             return _DepthwiseConv(self.kernel, kernel_init, bias_init, name="conv")(x)
         return nn.Conv(self.features, (self.kernel, self.kernel), padding="SAME",
@@ -122,11 +122,11 @@ class Dense(nn.Module):
     """Linear layer, PyTorch-default init unless `weight_init` says otherwise."""
 
     features: int
-    weight_init: str = "torch"   # see _inits (not `init`: that would shadow Module.init)
+    weight_init: str = "torch"   # see inits (not `init`: that would shadow Module.init)
 
     @nn.compact
     def __call__(self, x):
-        kernel_init, bias_init = _inits(self.weight_init, x.shape[-1])
+        kernel_init, bias_init = inits(self.weight_init, x.shape[-1])
         return nn.Dense(self.features, kernel_init=kernel_init, bias_init=bias_init, name="dense")(x)
 
 
@@ -142,7 +142,7 @@ class UpBlock(nn.Module):
     kernel: int = 3
     act: str = "gelu"
     cam_nodes: int = 0
-    weight_init: str = "torch"   # see _inits (not `init`: that would shadow Module.init)
+    weight_init: str = "torch"   # see inits (not `init`: that would shadow Module.init)
 
     @nn.compact
     def __call__(self, x, pos=None):

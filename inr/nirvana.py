@@ -36,9 +36,9 @@ worse at equal rate, 0.25 0.4 dB worse, 0.4-0.55 the same, 0.7 0.2 dB worse). Le
 lr is group 0's): at 1e-2, warm-started groups at 0.3×, 0.5×, 1×, 2×, 4× of it: 2× best, at 4× their
 residuals double; group 0 at 2e-2, 3e-2 or 5e-2 with later groups at 1.5e-2-2e-2 gains another ~0.5 dB at
 equal rate (3e-2 and 0.5× chosen; 2e-2 for later groups is as good). λ = 0.013 MSE per bpp lands at
-0.111 bpp at the preset's 120 epochs (λ has to grow with the steps: more steps at one λ buy mostly rate). ω0 = 1 rather than SIREN's 30: on carphone's first group (4 frames, 21.6k
-parameters, 400 full-group Adam steps) ω0 = 30 reached 27.8 dB at its best learning rate (2e-3; 1e-2
-diverges) and ω0 = 1 28.8 dB at 1e-2.
+0.111 bpp at the preset's 120 epochs (λ has to grow with the steps: more steps at one λ buy mostly rate).
+ω0 = 1 rather than SIREN's 30: on carphone's first group (4 frames, 21.6k parameters, 400 full-group Adam
+steps) ω0 = 30 reached 27.8 dB at its best learning rate (2e-3; 1e-2 diverges) and ω0 = 1 28.8 dB at 1e-2.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ import numpy as np
 
 from inr import sizing
 from inr.config import ConfigBase, Geometry
-from inr.layers import Conv, Dense, gelu, output_head, torch_kernel_init, uniform_init
+from inr.layers import Conv, Dense, gelu, inits, output_head, uniform_init
 from inr.registry import ModelSpec, register
 
 LAPLACE_FLOOR = 1e-9   # probability floor of the rate estimate (a symbol far in the tail costs ~30 bits)
@@ -193,19 +193,19 @@ class GroupNet(nn.Module):
 
 
 class _Kernel1x1(nn.Module):
-    """The parameters of nn.Conv(features, (1, 1)) with PyTorch's default init: kernel (1, 1, C, F), bias."""
+    """The parameters of `Conv(features, 1)` (PyTorch's default init): kernel (1, 1, C, F), bias (F,)."""
 
     features: int
 
     @nn.compact
     def __call__(self, channels: int):
-        kernel = self.param("kernel", torch_kernel_init, (1, 1, channels, self.features))
-        bias = self.param("bias", uniform_init(1.0 / math.sqrt(channels)), (self.features,))
-        return kernel[0, 0], bias
+        kernel_init, bias_init = inits("torch", channels)
+        kernel = self.param("kernel", kernel_init, (1, 1, channels, self.features))
+        return kernel[0, 0], self.param("bias", bias_init, (self.features,))
 
 
 class _ShuffledHeads(nn.Module):
-    """PixelShuffle(up) -> 1×1 conv with 3·G outputs -> (G, H, W, 3), computed as the 1×1 conv on the map
+    """PixelShuffle(up) -> 1×1 conv with 3·G outputs -> (B, H, W, 3), computed as the 1×1 conv on the map
     before the shuffle and one transpose at the end. The same function and parameters as
     `Conv(3·G, 1)(pixel_shuffle(x, up))` (which commute: the shuffle only moves pixels), but the wide
     map is never shuffled: on carphone's G = 8 groups forward 3.3 -> 1.0 ms, gradient 4.3 -> 2.9 ms. Only
