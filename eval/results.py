@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
+import fcntl
 import functools
 import importlib.metadata
 import json
@@ -11,6 +13,8 @@ import math
 import os
 import subprocess
 from pathlib import Path
+
+from inr.errors import NervaError
 
 _REPO = Path(__file__).resolve().parents[1]
 _INT_FIELDS = ("frames", "height", "width", "bytes", "ms_ssim_scales")
@@ -97,6 +101,10 @@ class Row:
         if missing or unknown:
             raise ValueError(f"row keys wrong: missing {missing}, unknown {unknown}")
         return cls(**data)
+
+
+class ResultsFileError(NervaError, ValueError):
+    """A results file that cannot be read or appended to: a bad or torn line, or a run key already in it."""
 
 
 def _json_copy(value):
@@ -191,17 +199,20 @@ def _git_sha() -> str:
 def append_row(path: str | os.PathLike, row: Row) -> None:
     """Append one row as a line of `path` (created with its parents if missing), flushed and fsynced.
 
-    The line goes out in a single write to a file opened for appending, so concurrent writers do not
-    interleave. Refuses (ValueError) to append to a file whose last line is unterminated (a torn write).
+    Refuses (ResultsFileError) a row whose key the file already holds (every row of a file comes from
+    one run of its command; a second measurement of the same thing goes to another file) and a file
+    whose last line is unterminated (a torn write). The check and the write happen under an exclusive
+    lock on the file, so two sweeps appending to it cannot both add the same key.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (row.to_json() + "\n").encode()
     with open(path, "a+b") as file:
-        if file.seek(0, os.SEEK_END) > 0:
-            file.seek(-1, os.SEEK_END)
-            if file.read(1) != b"\n":
-                raise ValueError(f"{path}: last line is unterminated (torn write?); repair the file before appending")
+        fcntl.flock(file, fcntl.LOCK_EX)   # released when the file closes
+        file.seek(0)
+        if row.key in _keys(path, file.read().decode("utf-8")):
+            raise ResultsFileError(f"{path} already holds a row with key {row.key!r}; not appending a second "
+                                   "(write a repeat measurement to another file)")
         file.write(line)
         file.flush()
         os.fsync(file.fileno())
@@ -209,27 +220,44 @@ def append_row(path: str | os.PathLike, row: Row) -> None:
 
 def read_rows(path: str | os.PathLike) -> list[Row]:
     """All rows of a JSON-lines file, in order. Any bad line (blank, malformed, unterminated last line)
-    raises ValueError naming the file and its 1-based line number; nothing is skipped.
+    raises ResultsFileError naming the file and its 1-based line number; nothing is skipped.
     """
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    return _parse(path, path.read_text(encoding="utf-8"))
+
+
+def _parse(path: Path, text: str) -> list[Row]:
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()          # the newline that ends the last row
     elif text:
-        raise ValueError(f"{path}:{len(lines)}: last line is unterminated (torn write?)")
+        raise ResultsFileError(f"{path}:{len(lines)}: last line is unterminated (torn write?); "
+                               "repair the file before appending")
     rows = []
     for number, line in enumerate(lines, start=1):
         try:
             rows.append(Row.from_json(line))
         except (ValueError, TypeError) as err:
-            raise ValueError(f"{path}:{number}: bad row: {err}") from None
+            raise ResultsFileError(f"{path}:{number}: bad row: {err}") from None
     return rows
 
 
+def _keys(path: Path, text: str) -> set[str]:
+    """The run keys of a file's rows; a key held twice is an error (a file assembled by hand)."""
+    counts = collections.Counter(row.key for row in _parse(path, text))
+    twice = sorted(k for k, n in counts.items() if n > 1)
+    if twice:
+        raise ResultsFileError(f"{path} holds key {twice[0]!r} {counts[twice[0]]} times"
+                               + (f" (and {len(twice) - 1} more keys more than once)" if len(twice) > 1 else ""))
+    return set(counts)
+
+
 def done_keys(path: str | os.PathLike) -> set[str]:
-    """Keys of the rows already in `path` (empty if the file does not exist yet), for resuming a sweep."""
+    """Keys of the rows already in `path` (empty if the file does not exist yet), for resuming a sweep.
+
+    A file holding one key twice is refused (ResultsFileError): it cannot have come from resumed sweeps.
+    """
     path = Path(path)
     if not path.exists():
         return set()
-    return {row.key for row in read_rows(path)}
+    return _keys(path, path.read_text(encoding="utf-8"))

@@ -104,3 +104,40 @@ def test_bd_table_says_why_a_cell_is_missing():
     assert lines["nerv"].endswith("| n/a (too few points)")
     assert lines["hnerv"].endswith("| n/a (no overlap)")
     assert lines["cam"].endswith("| n/a (not monotonic)")
+
+
+def test_nerva_rd_refuses_to_append_a_key_another_sweep_wrote_meanwhile(tmp_path, monkeypatch, capsys):
+    """A second sweep into the same file finishes the point first: this one exits with one line, no row."""
+    from eval import baselines
+    from eval.results import append_row, read_rows
+
+    out = tmp_path / "rd.jsonl"
+    real = baselines.run_point
+
+    def run_point(frames, fps, clip, codec, crf, workdir):
+        row = real(frames, fps, clip, codec, crf, workdir)
+        append_row(out, row)          # the other sweep's row lands while this one measures
+        return row
+    monkeypatch.setattr(baselines, "run_point", run_point)
+    argv = ["rd", "carphone", "-o", str(out), "--codecs", "x264-medium", "--frames", "0:4", "--resize", "32x32",
+            "--points", "1", "--quiet"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "already holds a row with key 'x264-medium|carphone@32x32|4|" in err
+    assert len(read_rows(out)) == 1
+
+
+def test_nerva_rd_refuses_a_results_file_holding_a_key_twice(tmp_path, capsys):
+    from codec.metrics import Quality
+    from eval.results import new_row
+    row = new_row(codec="x264-medium", preset="crf23", clip="c", shape=(1, 1, 8000), num_bytes=100,
+                  quality=Quality(30, 30, 0.9, 1), encode_s=0.0, decode_fps=0.0, config={})
+    out = tmp_path / "rd.jsonl"
+    out.write_text(2 * (row.to_json() + "\n"))
+    before = out.read_bytes()
+    argv = ["rd", "carphone", "-o", str(out), "--codecs", "x264-medium", "--frames", "0:4", "--resize", "32x32",
+            "--points", "1", "--quiet"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "holds key 'x264-medium|c|1|crf23' 2 times" in err
+    assert out.read_bytes() == before

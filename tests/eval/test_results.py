@@ -4,12 +4,13 @@ import dataclasses
 import importlib.metadata
 import json
 import math
+import re
 
 import pytest
 
 from codec.metrics import Quality
 from eval import results
-from eval.results import Row, append_row, done_keys, new_row, provenance, read_rows, row_key
+from eval.results import Row, ResultsFileError, append_row, done_keys, new_row, provenance, read_rows, row_key
 
 
 def _row(**changes) -> Row:
@@ -111,6 +112,26 @@ def test_done_keys_is_empty_for_a_missing_file_and_lists_written_keys(tmp_path):
     append_row(path, _row())
     append_row(path, _row(preset="crf35", key=row_key("x265-medium", "carphone", 10, "crf35")))
     assert done_keys(path) == {"x265-medium|carphone|10|crf28", "x265-medium|carphone|10|crf35"}
+
+
+def test_appending_a_key_the_file_already_holds_is_refused_and_leaves_the_file_unchanged(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    append_row(path, _row())
+    before = path.read_bytes()
+    with pytest.raises(ResultsFileError, match=re.escape("already holds a row with key 'x265-medium|carphone|10|crf28'")):
+        append_row(path, _row(psnr=40.0, created="2026-01-03T00:00:00+00:00"))   # a re-measurement, same key
+    assert path.read_bytes() == before
+
+
+def test_a_file_holding_one_key_twice_is_refused_for_resuming_and_appending(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    line = _row().to_json()
+    path.write_text(f"{line}\n{line}\n")        # assembled by hand: no sweep writes this
+    with pytest.raises(ResultsFileError, match=re.escape("holds key 'x265-medium|carphone|10|crf28' 2 times")):
+        done_keys(path)
+    with pytest.raises(ResultsFileError, match="2 times"):
+        append_row(path, _row(preset="crf35", key=row_key("x265-medium", "carphone", 10, "crf35")))
+    assert path.read_text() == f"{line}\n{line}\n"
 
 
 def test_provenance_has_the_installed_version_and_a_sha_or_unknown():
