@@ -1,0 +1,82 @@
+"""The READMEs' tables are the output of their commands over committed rows, and result files hold each key once."""
+
+import collections
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+table = _load("table")
+first_rows = _load("first_rows")
+
+
+@pytest.mark.parametrize("doc", ["README.md", "bench/README.md"])
+def test_every_table_in_the_readme_equals_the_output_of_the_command_above_it(doc):
+    text = (ROOT / doc).read_text()
+    found = table.tables_in(text)
+    assert found, f"{doc} has no tables"
+    lines = text.split("\n")
+    for start, end, name in found:
+        assert name in table.TABLES, f"{doc}:{start + 1}: table without a `python bench/table.py NAME` line above it"
+        assert lines[start:end] == table.TABLES[name]().split("\n"), \
+            f"{doc}:{start + 1}: regenerate it with `python bench/table.py --write`"
+
+
+def test_a_hand_edited_table_and_a_table_without_a_command_are_reported_and_regenerated():
+    fresh = table.TABLES["quant"]()
+    edited = fresh.replace("30.35", "31.35", 1)
+    assert edited != fresh
+    text = f"# t\n\nsee `python bench/table.py quant`\n\n{edited}\n\nno command here:\n\n| a | b |\n| --- | --- |\n"
+    out, problems = table.regenerate(text)
+    assert problems == ["line 5: table 'quant' differs from `python bench/table.py quant`",
+                        "line 15: table without a `python bench/table.py NAME` line above it"]
+    assert out == text.replace(edited, fresh)
+
+
+def test_a_tables_extent_is_its_run_of_pipe_lines_and_its_command_the_last_line_above():
+    text = "intro `python bench/table.py fit`\n\n`python bench/table.py zoo` then\n| x |\n| - |\nafter\n| y |"
+    assert table.tables_in(text) == [(3, 5, "zoo"), (6, 7, None)]
+
+
+def test_gain_over_a_line_in_log_bpp_is_the_psnr_above_the_interpolated_point():
+    # the line through (0.1, 30) and (0.4, 34) gains 4 dB per factor 4 of rate: 32 dB at 0.2 bpp (half way)
+    line = [{"bpp": 0.4, "psnr": 34.0}, {"bpp": 0.1, "psnr": 30.0}]
+    assert table.gain_over_line({"bpp": 0.2, "psnr": 33.0}, line) == pytest.approx(1.0, abs=1e-12)
+    # extrapolated past the upper point: 36 dB at 0.8 bpp (1.5 factors of 4)
+    assert table.gain_over_line({"bpp": 0.8, "psnr": 35.0}, line) == pytest.approx(-1.0, abs=1e-12)
+    assert math.isclose(table.gain_over_line({"bpp": 0.1, "psnr": 30.0}, line), 0.0, abs_tol=1e-12)
+
+
+def test_first_rows_keeps_the_first_line_of_every_key_byte_for_byte_and_names_the_repeats():
+    lines = [json.dumps({"key": k, "psnr": i}) for i, k in enumerate("abacb")]
+    kept, dropped = first_rows.first_rows(lines)
+    assert kept == [lines[0], lines[1], lines[3]]
+    assert dropped == [(3, "a"), (5, "b")]
+
+
+def test_first_rows_rewrites_a_file_to_its_first_rows(tmp_path, capsys):
+    path = tmp_path / "r.jsonl"
+    lines = [json.dumps({"key": k}) for k in "aab"]
+    path.write_text("".join(line + "\n" for line in lines))
+    assert first_rows.main([str(path)]) == 0
+    assert path.read_text() == f"{lines[0]}\n{lines[2]}\n"
+    assert f"{path}:2: dropped, repeats a" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "bench" / "results").glob("*.jsonl")), ids=lambda p: p.name)
+def test_a_committed_results_file_holds_each_run_key_once(path):
+    keys = collections.Counter(json.loads(line).get("key") for line in path.read_text().splitlines())
+    keys.pop(None, None)   # scripts other than `nerva rd` write rows without a run key
+    assert [k for k, n in keys.items() if n > 1] == []
