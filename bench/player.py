@@ -97,7 +97,7 @@ def page_rate(page, seconds: float) -> float:
 
 
 def browser_run(browser, path: Path, rng: np.random.Generator) -> dict:
-    with open_server(path, cache_mb=0).start() as server:   # the cache keeps only what prefetch needs
+    with open_server(path, cache_mb=None).start() as server:   # the cache keeps only what prefetch needs
         page = browser.new_page()
         page.goto(server.url)
         page.wait_for_function("document.body.dataset.ready === '1'", timeout=120_000)

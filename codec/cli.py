@@ -3,31 +3,57 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 
 from codec import api, container, entropy
 from codec.player import Player
 from inr import registry
-from inr.errors import ConfigError
-from inr.video import write_video
+from inr.errors import ConfigError, VideoError
+from inr.video import check_output, write_video
 
 
 def cmd_decode(args) -> int:
+    """Decodes a frame range of a .nerva file straight into the output video: the output path is vetted
+    before anything is decoded, frames stream from the player to the encoder (never all in memory), and
+    the output appears only once complete (inr.video.write_video)."""
+    _check_decode_output(args.file, args.output, args.lossless)
     config, variables = api.load(args.file)
-    t = config.geometry.frames
-    start, stop = args.frames or (0, None)
-    stop = t if stop is None else stop
-    if stop > t:
-        raise ConfigError(f"--frames {start}:{stop} runs past the file's {t} frames")
+    g = config.geometry
+    start, stop = frame_range(args.frames, g.frames)
     t0 = time.perf_counter()
-    with Player((config, variables), batch=args.batch) as player:   # the engine `nerva play` uses
-        frames = player.frames(start, stop)
+    with Player((config, variables), batch=args.batch, cache_mb=None) as player:   # `nerva play`'s engine
+        frames = (player.frame(i) for i in range(start, stop))
+        out = write_video(args.output, frames, fps=g.fps, lossless=args.lossless,
+                          shape=(stop - start, g.height, g.width))
     seconds = time.perf_counter() - t0
-    out = write_video(args.output, frames, fps=config.geometry.fps, lossless=args.lossless)
-    print(f"decoded {frames.shape[0]} frames ({config.geometry.width}x{config.geometry.height}) "
-          f"in {seconds:.2f} s (compile included) -> {out}")
+    print(f"decoded {stop - start} frames ({g.width}x{g.height}) in {seconds:.2f} s (compile and "
+          f"writing included) -> {out}")
     return 0
+
+
+def frame_range(frames: tuple[int, int | None] | None, t: int) -> tuple[int, int]:
+    """--frames A:B (B None: to the end) as [start, stop) within a file of t frames, or a usage error."""
+    start, stop = frames or (0, None)
+    shown = f"--frames {start}:{'' if stop is None else stop}"
+    if start >= t:
+        raise ConfigError(f"{shown} starts past the file's last frame (it has {t} frames, 0..{t - 1})")
+    if stop is not None and stop > t:
+        raise ConfigError(f"{shown} runs past the file's {t} frames")
+    return start, t if stop is None else stop
+
+
+def _check_decode_output(source, output, lossless: bool) -> None:
+    """Refuses, before any decoding, an output that is the source file itself or that write_video would
+    refuse (unsupported suffix, a non-empty directory, a file where a PNG folder goes)."""
+    src, out = Path(source), Path(output)
+    if src.is_file() and out.exists() and out.samefile(src):   # a symlink or hard link to it too
+        raise ConfigError(f"-o {output} is the input file itself; decoding would overwrite it")
+    try:
+        check_output(output, lossless)
+    except VideoError as e:
+        raise ConfigError(f"-o: {e}") from None
 
 
 def describe(data: bytes) -> tuple[list[str], dict]:

@@ -10,7 +10,10 @@ Routes under the token:
                                             headers X-Decode-Ms, X-Cached, X-PSNR (with a reference)
     reference/I                             the reference's frame I, raw RGBA (with --reference)
 
-A frame request abandoned by a seek (codec.player.Cancelled) is answered 409.
+A frame request abandoned by a seek (codec.player.Cancelled) is answered 409. A frame index is 1 to 10
+ASCII digits (anything else is 404). Hostile or idle clients are bounded: a connection that sends nothing
+for IDLE_TIMEOUT_S is closed, at most MAX_CONNECTIONS are served at once (further ones wait in the listen
+backlog of LISTEN_BACKLOG, the kernel's SYN queue beyond it).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import hmac
 import http.server
 import json
 import os
+import re
 import secrets
 import shutil
 import threading
@@ -35,6 +39,11 @@ from codec.player import Cancelled, Player
 from inr import registry
 from inr.errors import ConfigError, VideoError
 from inr.video import read_video
+
+IDLE_TIMEOUT_S = 15.0   # a keep-alive browser connection idle this long is closed (the page reconnects at once)
+MAX_CONNECTIONS = 32    # handler threads; a page uses ~6 connections, so 5 pages play at once
+LISTEN_BACKLOG = 256    # connections the kernel queues before anyone accepts them (socketserver's default: 5)
+_INDEX = re.compile(r"[0-9]{1,10}")   # str.isdigit() also accepts "²" and "١", and int() of 5,000 digits raises
 
 _HTML = "text/html; charset=utf-8"
 PAGE_FILES = {"": ("index.html", _HTML), "index.html": ("index.html", _HTML),   # route -> (file, type)
@@ -69,13 +78,13 @@ class PlayServer:
     """The HTTP side of the player: a ThreadingHTTPServer on 127.0.0.1 serving one Player."""
 
     def __init__(self, player: Player, reference: np.ndarray | None = None, port: int = 0,
-                 file_bytes: int | None = None, title: str = "nerva"):
+                 file_bytes: int | None = None, title: str = "nerva", idle_timeout: float = IDLE_TIMEOUT_S,
+                 max_connections: int = MAX_CONNECTIONS):
         self.player, self.reference, self.title = player, reference, title
         self.file_bytes = file_bytes
         self.token = secrets.token_urlsafe(24)
         self._psnr: dict[int, float] = {}
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
-        self._httpd.daemon_threads = True
+        self._httpd = _BoundedServer(("127.0.0.1", port), _handler_for(self, idle_timeout), max_connections)
         self._thread: threading.Thread | None = None
 
     @property
@@ -124,9 +133,43 @@ class PlayServer:
         self.close()
 
 
-def _handler_for(server: PlayServer):
+class _BoundedServer(http.server.ThreadingHTTPServer):
+    """A thread per connection, at most `max_connections` at once: the accept loop waits for a free slot,
+    leaving further connections queued in the listen backlog."""
+
+    daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
+
+    def __init__(self, address, handler, max_connections: int):
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._closing = threading.Event()
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address):
+        while not self._slots.acquire(timeout=0.1):   # wake up now and then: shutdown() waits for this loop
+            if self._closing.is_set():
+                return self.shutdown_request(request)
+        try:
+            super().process_request(request, client_address)   # starts the handler thread
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def shutdown(self):
+        self._closing.set()
+        super().shutdown()
+
+
+def _handler_for(server: PlayServer, idle_timeout: float):
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"   # keep-alive: playback is a stream of small requests
+        timeout = idle_timeout          # per socket operation: an idle or stalled client is dropped
 
         def log_message(self, *args):   # quiet: the terminal shows the URL, not every frame
             pass
@@ -134,8 +177,8 @@ def _handler_for(server: PlayServer):
         def handle(self):
             try:
                 super().handle()
-            except (BrokenPipeError, ConnectionResetError):   # the page abandoned a request, or closed
-                pass
+            except (BrokenPipeError, ConnectionResetError, TimeoutError):   # the page abandoned a request,
+                pass                                                           # closed, or stalled
 
         def do_GET(self):
             self._route()
@@ -157,7 +200,7 @@ def _handler_for(server: PlayServer):
             if rest == "info":
                 return self._send(200, json.dumps(server.info()).encode(), "application/json")
             kind, _, index = rest.partition("/")
-            if kind in ("frame", "reference") and index.isdigit():
+            if kind in ("frame", "reference") and _INDEX.fullmatch(index):
                 return self._frame(kind, int(index))
             return self._send(404, b"not found\n", "text/plain")
 
@@ -194,10 +237,14 @@ def _handler_for(server: PlayServer):
 
 
 def open_server(path, reference=None, reference_start: int = 0, port: int = 0, batch: int = DEFAULT_BATCH,
-                prefetch: int = 4, cache_mb: float = 256) -> PlayServer:
+                prefetch: int = 4, cache_mb: float | None = 256) -> PlayServer:
     """A PlayServer for the .nerva file at `path` (not started), its decoder compiled."""
     data = api.read_file(path)
-    player = Player(data, batch=batch, prefetch=prefetch, cache_mb=cache_mb)
+    config, variables = api.decompress(data)
+    try:
+        player = Player((config, variables), batch=batch, prefetch=prefetch, cache_mb=cache_mb)
+    except ValueError as e:   # a cache too small for one batch of this file's frames
+        raise ConfigError(f"--cache-mb: {e}") from None
     try:
         ref = None if reference is None else load_reference(reference, reference_start, player.config)
         player.warmup()

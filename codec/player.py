@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 import threading
 import time
 
@@ -50,18 +51,32 @@ class _Batch:
     ms: float            # forward-pass wall time of the whole batch
 
 
+def _batches_in(cache_mb: float, batch: int, geometry) -> int:
+    """How many decoded batches a cache of cache_mb MiB holds; a ValueError below one."""
+    batch_bytes = geometry.height * geometry.width * 3 * min(batch, geometry.frames)
+    if not (cache_mb >= 0 and math.isfinite(cache_mb)):
+        raise ValueError(f"the cache size must be a finite number of MiB >= 0, not {cache_mb}")
+    n = int(cache_mb * 2**20) // batch_bytes
+    if n < 1:
+        raise ValueError(f"a cache of {cache_mb:g} MiB cannot hold one batch of {min(batch, geometry.frames)} "
+                         f"frames of {geometry.width}x{geometry.height} ({batch_bytes / 2**20:.3g} MiB)")
+    return n
+
+
 class Player:
     """Frames of one .nerva file decoded on demand, with prefetch and a bounded cache.
 
     Args:
       source: a path, the bytes of a .nerva file, or a decoded (config, variables) pair.
       batch: frames per forward pass (compiled once per model config and batch size).
-      prefetch: batches decoded ahead of the playhead.
-      cache_mb: memory for decoded frames (at least the playhead's batch and the prefetch are kept).
+      prefetch: batches decoded ahead of the playhead, at most what the cache holds besides the
+        playhead's batch (`self.prefetch` is the number in effect).
+      cache_mb: a hard cap, in MiB, on the decoded frames the cache keeps; a cap below one batch is a
+        ValueError. None: room for the playhead's batch, the prefetch and one more.
       seek_window: a request more than this many frames away from the previous one counts as a seek.
     """
 
-    def __init__(self, source, batch: int = DEFAULT_BATCH, prefetch: int = 4, cache_mb: float = 256,
+    def __init__(self, source, batch: int = DEFAULT_BATCH, prefetch: int = 4, cache_mb: float | None = 256,
                  seek_window: int | None = None):
         if isinstance(source, tuple):
             self.config, self.variables = source
@@ -71,11 +86,11 @@ class Player:
         if batch < 1 or prefetch < 0:
             raise ValueError("batch must be >= 1 and prefetch >= 0")
         g = self.config.geometry
-        self.batch, self.prefetch = batch, prefetch
+        self.batch = batch
         self.n_batches = -(-g.frames // batch)
-        frame_bytes = g.height * g.width * 3
-        self.cache_batches = max(prefetch + 2, int(cache_mb * 2**20) // (frame_bytes * batch))
-        self.seek_window = (prefetch + 2) * batch if seek_window is None else seek_window
+        self.cache_batches = prefetch + 2 if cache_mb is None else _batches_in(cache_mb, batch, g)
+        self.prefetch = min(prefetch, self.cache_batches - 1)
+        self.seek_window = (self.prefetch + 2) * batch if seek_window is None else seek_window
         self._cond = threading.Condition()
         self._cache: dict[int, _Batch] = {}
         self._waiting: collections.Counter = collections.Counter()   # (batch, generation) -> callers waiting
@@ -214,14 +229,15 @@ class Player:
         ahead = range(self._head + 1, min(self._head + 1 + self.prefetch, self.n_batches))
         return next((b for b in (self._head, *waiting, *ahead) if b not in self._cache), None)
 
-    def _evict(self) -> None:
+    def _evict(self, newest: int) -> None:
+        """Drops batches until the cache holds at most cache_batches, never the one just decoded: first
+        those neither in the prefetch window nor waited for (behind the playhead first, farthest first), then
+        the farthest ahead. Concurrent callers waiting on more batches than the cap holds may see theirs
+        dropped before they read it; it is then decoded again (the cap holds, the work repeats)."""
         keep = set(range(self._head, self._head + 1 + self.prefetch)) | {b for b, _ in self._waiting}
         while len(self._cache) > self.cache_batches:
-            # behind the playhead first (farthest first), then the farthest ahead
-            victims = [b for b in self._cache if b not in keep]
-            if not victims:
-                return
-            far = max(victims, key=lambda b: (b < self._head, abs(b - self._head)))
+            far = max((b for b in self._cache if b != newest),
+                      key=lambda b: (b not in keep, b < self._head, abs(b - self._head)))
             del self._cache[far]
 
     def _run(self) -> None:
@@ -246,5 +262,5 @@ class Player:
                 self._cache[b] = _Batch(frames, ms)
                 self._inflight = None
                 self.stats["decoded_batches"] += 1
-                self._evict()
+                self._evict(b)
                 self._cond.notify_all()

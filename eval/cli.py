@@ -6,7 +6,9 @@ Handlers are imported lazily so that `nerva decode`, `info` and `play` never imp
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
 import sys
 
 from codec.decoder import DEFAULT_BATCH
@@ -20,81 +22,118 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
+MAX_PARAMS = 10**8      # --size / --sizes: 100M parameters are 0.4 GB of float32 weights and ~1.6 GB with the
+# gradient and Adam's two moments, past any model a video is fitted with (the presets are 0.1-3M)
+MAX_FRAME_INDEX = 10**9  # --frames / --reference-start: 10^9 frames is 1 year at 30 fps
+MAX_SIDE = 16384        # --resize: a side of 16K pixels
+MAX_EPOCHS = 10**5
+MAX_LR = 1.0            # a peak Adam learning rate above 1 only diverges (the presets use 1e-3-3e-2)
+MAX_BPP = 24.0          # raw 8-bit RGB is 24 bits per pixel
+MAX_BATCH = 1024        # frames per step or per forward pass
+MAX_CACHE_MB = 1e6        # about 1 TB
+_SHOWN = 40             # characters of a bad value quoted in a message (a 5,000-digit number stays one short line)
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= _SHOWN else text[:_SHOWN] + "...")
+
+
+def _number(text: str, kind=float) -> float | int:
+    """`text` as a finite number (`kind` int: an integer written without a fraction or exponent)."""
+    try:
+        v = int(text) if kind is int else float(text)
+    except ValueError:   # also a >4300-digit integer (Python's int/str conversion limit)
+        raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {_shown(text)}") \
+            from None
+    if kind is float and not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {_shown(text)}")
+    return v
+
+
+def _in_range(v, text: str, lo, hi, lo_open: bool = False):
+    """`v` if lo <= v <= hi (lo < v with lo_open), else a usage error quoting `text`."""
+    if (v <= lo if lo_open else v < lo) or v > hi:
+        low = f"> {lo}" if lo_open else f">= {lo}"
+        high = f"{hi:g}" if isinstance(hi, float) else str(hi)
+        raise argparse.ArgumentTypeError(f"must be {low} and <= {high}: {_shown(text)}")
+    return v
+
+
 def parse_size(text: str) -> int:
-    """'0.2M' -> 200000, '150k' -> 150000, '3000' -> 3000 (parameters)."""
+    """'0.2M' -> 200000, '150k' -> 150000, '3000' -> 3000 (parameters, 1..MAX_PARAMS)."""
     scale = {"k": 1e3, "m": 1e6}.get(text[-1:].lower(), 1)
     try:
-        n = int(float(text[:-1] if scale != 1 else text) * scale)
+        v = float(text[:-1] if scale != 1 else text) * scale
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 0.2M or 150k)") from None
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
-    return n
+        raise argparse.ArgumentTypeError(f"not a size: {_shown(text)} (try 0.2M or 150k)") from None
+    if not math.isfinite(v):   # checked as a float: int(inf) raises OverflowError, int(nan) ValueError
+        raise argparse.ArgumentTypeError(f"size must be a finite number: {_shown(text)}")
+    if v > MAX_PARAMS:
+        raise argparse.ArgumentTypeError(f"size must be at most {MAX_PARAMS:.0e} parameters: {_shown(text)}")
+    if int(v) <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive: {_shown(text)}")
+    return int(v)
 
 
 def parse_range(text: str) -> tuple[int, int | None]:
-    """'A:B' -> (A, B); 'A:' -> (A, None); ':B' -> (0, B)."""
+    """'A:B' -> (A, B); 'A:' -> (A, None); ':B' -> (0, B); 0 <= A < B <= MAX_FRAME_INDEX."""
     a, sep, b = text.partition(":")
-    try:
-        start, stop = int(a or 0), (int(b) if b else None)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a frame range: {text!r} (use A:B)") from None
-    if not sep or start < 0 or (stop is not None and stop <= start):
-        raise argparse.ArgumentTypeError(f"not a frame range: {text!r} (use A:B with 0 <= A < B)")
+    usage = f"not a frame range: {_shown(text)} (use A:B with 0 <= A < B <= {MAX_FRAME_INDEX:.0e})"
+    if not sep or not re.fullmatch(r"[0-9]{0,10}", a) or not re.fullmatch(r"[0-9]{0,10}", b):
+        raise argparse.ArgumentTypeError(usage)   # ASCII digits only: int() also takes "²", "٣", "1_0", " 1"
+    start, stop = int(a or 0), (int(b) if b else None)
+    if (stop is not None and stop <= start) or max(start, stop or 0) > MAX_FRAME_INDEX:
+        raise argparse.ArgumentTypeError(usage)
     return start, stop
 
 
 def parse_wh(text: str) -> tuple[int, int]:
-    """'320x180' -> (H=180, W=320)."""
+    """'320x180' -> (H=180, W=320), each side 1..MAX_SIDE."""
     w, _, h = text.lower().partition("x")
-    try:
-        hw = int(h), int(w)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a frame size: {text!r} (use WxH, e.g. 320x180)") from None
-    if min(hw) < 1:
-        raise argparse.ArgumentTypeError(f"frame size must be positive: {text!r}")
+    if not re.fullmatch(r"[0-9]{1,6}", w) or not re.fullmatch(r"[0-9]{1,6}", h):
+        raise argparse.ArgumentTypeError(f"not a frame size: {_shown(text)} (use WxH, e.g. 320x180)")
+    hw = int(h), int(w)
+    if min(hw) < 1 or max(hw) > MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"frame size sides must lie in 1..{MAX_SIDE}: {_shown(text)}")
     return hw
 
 
 def _fraction(text: str) -> float:
-    v = float(text)
+    v = _number(text)
     if not 0 <= v < 1:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1): {text}")
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1): {_shown(text)}")
     return v
 
 
-def _int_in(lo: int, hi: int | None = None):
-    """An argparse type: an integer in [lo, hi] (hi None: no upper bound)."""
+def _int_in(lo: int, hi: int):
+    """An argparse type: an integer in [lo, hi]."""
     def parse(text: str) -> int:
-        v = int(text)
-        if v < lo or (hi is not None and v > hi):
-            raise argparse.ArgumentTypeError(f"must lie in {lo}..{hi}: {text}" if hi is not None
-                                             else f"must be >= {lo}: {text}")
-        return v
-    parse.__name__ = "integer"   # argparse's message for a non-number: "invalid integer value: 'x'"
+        return _in_range(_number(text, int), text, lo, hi)
+    parse.__name__ = "integer"
+    return parse
+
+
+def _float_in(hi: float):
+    """An argparse type: a finite number in (0, hi] (nan and inf refused)."""
+    def parse(text: str) -> float:
+        return _in_range(_number(text), text, 0, hi, lo_open=True)
+    parse.__name__ = "number"
     return parse
 
 
 _bits = _int_in(1, 16)
 _port = _int_in(0, 65535)
-
-
-def _positive(kind):
-    def parse(text: str):
-        v = kind(text)
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive: {text}")
-        return v
-    return parse
+_seed = _int_in(0, 2**32 - 1)   # jax.random.key takes a 32/64-bit seed; a larger int overflows inside it
+_batch = _int_in(1, MAX_BATCH)
 
 
 def _sizes(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of parameter counts: {text!r}") from None
-    if not sizes or sizes[0] <= 0:
-        raise argparse.ArgumentTypeError(f"parameter counts must be positive: {text!r}")
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not items or not all(re.fullmatch(r"[0-9]{1,10}", x) for x in items):
+        raise argparse.ArgumentTypeError(f"not a list of parameter counts: {_shown(text)}")
+    sizes = tuple(sorted({int(x) for x in items}))
+    if sizes[0] <= 0 or sizes[-1] > MAX_PARAMS:
+        raise argparse.ArgumentTypeError(f"parameter counts must lie in 1..{MAX_PARAMS:.0e}: {_shown(text)}")
     return sizes
 
 
@@ -104,15 +143,15 @@ def add_fit_options(p: argparse.ArgumentParser, model: str | None = "hnerv") -> 
                    help=f"model (nerv, hnerv, nervpp, cam, ...; default {model or 'the demo preset'}); "
                         "config fields may follow, e.g. hnerv:cam_nodes=30 for HNeRV with CAM")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--size", type=parse_size, help="parameter budget, e.g. 0.2M or 150k")
-    size.add_argument("--bpp", type=_positive(float), help="target bits per pixel (sets the size)")
-    p.add_argument("--epochs", type=_positive(float), help="fitting epochs (default: the model's preset)")
+    size.add_argument("--size", type=parse_size, help="parameter budget, e.g. 0.2M or 150k (at most 100M)")
+    size.add_argument("--bpp", type=_float_in(MAX_BPP), help="target bits per pixel (sets the size)")
+    p.add_argument("--epochs", type=_float_in(MAX_EPOCHS), help="fitting epochs (default: the model's preset)")
     p.add_argument("--bits", type=_bits, default=8, help="quantization bits of weights (default 8)")
     p.add_argument("--embed-bits", type=_bits, help="quantization bits of latents (default: --bits)")
     p.add_argument("--prune", type=_fraction, default=0.0, help="global sparsity, e.g. 0.2 (default 0)")
-    p.add_argument("--lr", type=_positive(float), help="peak learning rate (default: preset)")
-    p.add_argument("--batch", type=_positive(int), default=2, help="frames per step (default 2)")
-    p.add_argument("--seed", type=int, default=0, help="the run's one random seed (default 0)")
+    p.add_argument("--lr", type=_float_in(MAX_LR), help="peak learning rate (default: preset)")
+    p.add_argument("--batch", type=_batch, default=2, help="frames per step (default 2)")
+    p.add_argument("--seed", type=_seed, default=0, help="the run's one random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="also print the summary as one JSON line")
 
@@ -128,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resize", type=parse_wh, help="resize frames to WxH before fitting")
     add_fit_options(p)
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT's checkpoint")
-    p.add_argument("--checkpoint-every", type=_positive(int), default=500, help="steps between checkpoints")
+    p.add_argument("--checkpoint-every", type=_int_in(1, 10**9), default=500, help="steps between checkpoints")
 
     p = sub.add_parser("decode", help="decode a .nerva file to video frames")
     p.add_argument("file", help=".nerva file")
@@ -136,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="out.mp4 / out.mkv (lossless) / out.y4m / a folder/ of PNG frames (lossless)")
     p.add_argument("--frames", type=parse_range, help="frame range A:B to decode")
     p.add_argument("--lossless", action="store_true", help="lossless mp4 (libx264rgb, qp 0)")
-    p.add_argument("--batch", type=_positive(int), default=DEFAULT_BATCH,
+    p.add_argument("--batch", type=_batch, default=DEFAULT_BATCH,
                    help=f"frames per forward pass (default {DEFAULT_BATCH}; another batch size may round a "
                         "rare pixel value differently)")
 
@@ -144,15 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help=".nerva file")
     p.add_argument("--reference", metavar="SOURCE",
                    help="the source video: adds an A/B toggle and the per-frame PSNR")
-    p.add_argument("--reference-start", type=_int_in(0), default=0, metavar="N",
+    p.add_argument("--reference-start", type=_int_in(0, MAX_FRAME_INDEX), default=0, metavar="N",
                    help="the source frame the file's frame 0 was fitted to (default 0)")
     p.add_argument("--port", type=_port, default=0, help="port on 127.0.0.1 (default: any free port)")
     p.add_argument("--no-browser", action="store_true", help="print the URL, do not open a browser")
-    p.add_argument("--batch", type=_positive(int), default=DEFAULT_BATCH,
+    p.add_argument("--batch", type=_batch, default=DEFAULT_BATCH,
                    help=f"frames per forward pass (default {DEFAULT_BATCH}; another batch size may round a "
                         "rare pixel value differently)")
-    p.add_argument("--prefetch", type=_int_in(0), default=4, help="batches decoded ahead (default 4)")
-    p.add_argument("--cache-mb", type=_positive(float), default=256,
+    p.add_argument("--prefetch", type=_int_in(0, 1024), default=4, help="batches decoded ahead (default 4)")
+    p.add_argument("--cache-mb", type=_float_in(MAX_CACHE_MB), default=256,
                    help="memory for decoded frames in MiB (default 256)")
 
     p = sub.add_parser("info", help="describe a .nerva file: config, sections, bytes, bpp")
@@ -169,15 +208,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codecs", default="hnerv,nerv,x264,x265,av1",
                    help="comma list of models and baselines (x264, x265, av1 or e.g. x265-medium); "
                         "a model may set config fields, e.g. hnerv:cam_nodes=30")
-    p.add_argument("--points", type=_positive(int), default=4, help="rate points per codec (default 4)")
+    p.add_argument("--points", type=_int_in(1, 100), default=4, help="rate points per codec (default 4)")
     p.add_argument("--sizes", type=_sizes,
                    help="comma list of INR parameter budgets, instead of --points spread over 0.02-0.5 bpp")
     p.add_argument("--frames", type=parse_range, help="frame range A:B of the clip")
     p.add_argument("--resize", type=parse_wh, help="resize frames to WxH first")
-    p.add_argument("--epochs", type=_positive(float), default=60, help="INR fitting epochs (default 60)")
+    p.add_argument("--epochs", type=_float_in(MAX_EPOCHS), default=60, help="INR fitting epochs (default 60)")
     p.add_argument("--bits", type=_bits, default=6,
                    help="INR quantization bits (default 6: -0.16 dB for 26%% fewer bytes than 8, bench/quant.py)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 

@@ -23,6 +23,8 @@ from inr.errors import VideoError
 DEFAULT_FPS = 25.0   # used when a container does not state its frame rate, and for image folders
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 _LOSSY_CRF = "18"    # x264 quality for lossy .mp4 ("visually lossless"; the library default is 23)
+MEMORY_FRACTION = 0.5  # decoded frames of one read may take at most this share of the machine's memory (the
+# rest is for the model, its optimizer and the float batches made from them); larger inputs are refused up front
 _CLIP_ALIASES = {"carphone": "carphone_pristine.mp4", "bigbuckbunny": "bigbuckbunny.mp4"}
 
 
@@ -78,6 +80,8 @@ def read_video(
     _check_request(path, start, stop, size)
     if path.is_dir():
         return Video(_read_image_folder(path, start, stop, size), DEFAULT_FPS)
+    if path.is_file() and path.stat().st_size == 0:
+        raise VideoError(f"cannot read {path}: the file is empty")
     return _read_container(path, start, stop, size)
 
 
@@ -110,9 +114,89 @@ def _check_bounds(path: Path, start: int, stop: int | None, total: int) -> None:
         raise VideoError(f"cannot read {path}: start={start} is beyond the end, it has only {total} frames")
 
 
+def frame_memory_limit() -> int:
+    """Bytes that the frames of one read may take: MEMORY_FRACTION of the machine's physical memory, or of
+    the cgroup's limit when one is set and lower (a container's share of the machine)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    with contextlib.suppress(OSError, ValueError):
+        total = min(total, int(Path("/sys/fs/cgroup/memory.max").read_text().strip()))   # "max": no limit
+    return int(MEMORY_FRACTION * total)
+
+
+def _check_memory(path: Path, frames: int, height: int, width: int, what: str = "the read needs") -> None:
+    """Refuse `frames` (H, W, 3) uint8 frames that would take more than frame_memory_limit()."""
+    need, limit = frames * height * width * 3, frame_memory_limit()
+    if need > limit:
+        raise VideoError(f"cannot read {path}: {what} {frames:,} frames of {width}x{height}, "
+                         f"{need / 1e9:.3g} GB as uint8 RGB, more than the {limit / 1e9:.3g} GB frames may "
+                         f"take ({MEMORY_FRACTION:.0%} of this machine's memory); read a frame range or a "
+                         "smaller size")
+
+
+class _FrameBuffer:
+    """Frames appended one at a time into one preallocated (N, H, W, 3) uint8 array (no list + np.stack,
+    which doubles the peak). A stream with more frames than announced grows the array in place
+    (ndarray.resize: a realloc, which the allocator serves by remapping pages for large blocks), always
+    within frame_memory_limit(); every frame must have the first one's size."""
+
+    def __init__(self, path: Path, capacity: int | None):
+        """capacity: the number of frames to come (checked against the bound), None if unknown."""
+        self.path, self.capacity, self.count = path, capacity, 0
+        self.array: np.ndarray | None = None
+
+    def add(self, rgb: np.ndarray) -> None:
+        if self.array is None:
+            if self.capacity is None:   # a first guess, grown as needed
+                self.capacity = max(1, min(64, frame_memory_limit() // rgb.nbytes))
+            _check_memory(self.path, self.capacity, *rgb.shape[:2])
+            self.array = self._allocated(lambda: np.empty((self.capacity, *rgb.shape), np.uint8))
+        elif rgb.shape != self.array.shape[1:]:
+            (h, w), (h0, w0) = rgb.shape[:2], self.array.shape[1:3]
+            raise VideoError(f"cannot read {self.path}: frame {self.count} is {w}x{h} but the frames before it "
+                             f"are {w0}x{h0} (pass size=(H, W) to resize them to one)")
+        if self.count == self.array.shape[0]:
+            grown = max(2 * self.count, 16)
+            _check_memory(self.path, self.count + 1, *rgb.shape[:2], what="it holds at least")
+            n = min(grown, max(frame_memory_limit() // rgb.nbytes, self.count + 1))
+            self._allocated(lambda: self.array.resize((n, *rgb.shape), refcheck=False))
+        self.array[self.count] = rgb
+        self.count += 1
+
+    def _allocated(self, allocate):
+        try:
+            return allocate()
+        except MemoryError:   # the bound is a share of the machine's memory; others may hold the rest
+            raise VideoError(f"cannot read {self.path}: out of memory for its frames") from None
+
+    def frames(self) -> np.ndarray:
+        """The frames added, (count, H, W, 3); the unused tail of the allocation is released."""
+        if self.array is None:
+            return np.empty((0, 0, 0, 3), np.uint8)
+        if self.count < self.array.shape[0]:
+            self.array.resize((self.count, *self.array.shape[1:]), refcheck=False)
+        return self.array
+
+
+def _declared_frames(container, stream, fps: float) -> int | None:
+    """The frame count a container states (mp4: its sample table), or estimates from its stated duration
+    (mkv, ts, y4m); None when it says neither (raw streams). Only ever a hint: the decode decides."""
+    if stream.frames > 0:
+        return int(stream.frames)
+    if stream.duration and stream.time_base:
+        seconds = float(stream.duration * stream.time_base)
+    elif container.duration:
+        seconds = container.duration / av.time_base
+    else:
+        return None
+    return max(1, math.ceil(seconds * fps)) if math.isfinite(seconds) and seconds > 0 else None
+
+
 def _read_container(path: Path, start: int, stop: int | None, size: tuple[int, int] | None) -> Video:
-    """Decode frames [start, stop) of the first video stream of a media file -> Video (T, H, W, 3)."""
-    kept, total = [], 0
+    """Decode frames [start, stop) of the first video stream of a media file -> Video (T, H, W, 3).
+
+    What the stream declares (frame size, frame count or duration) is checked against the memory bound
+    before the first frame is decoded."""
+    total = 0
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -120,15 +204,20 @@ def _read_container(path: Path, start: int, stop: int | None, size: tuple[int, i
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             fps = _stream_fps(stream)
+            height, width = size or (stream.height, stream.width)
+            declared = _declared_frames(container, stream, fps)
+            wanted = stop - start if stop is not None else None if declared is None else max(declared - start, 1)
+            _check_memory(path, wanted or 1, height, width, "it declares" if stop is None else "the range holds")
+            buffer = _FrameBuffer(path, wanted)
             for total, frame in enumerate(container.decode(stream), start=1):
                 if total > start:
-                    kept.append(_frame_to_rgb(frame, size))
+                    buffer.add(_frame_to_rgb(frame, size))
                 if total == stop:
                     break
     except (av.FFmpegError, OSError, ValueError) as err:
         raise VideoError(f"cannot read {path}: not a video or unreadable ({_one_line(err)})") from None
     _check_bounds(path, start, stop, total)
-    return Video(np.stack(kept), fps)
+    return Video(buffer.frames(), fps)
 
 
 def _stream_fps(stream: av.video.stream.VideoStream) -> float:
@@ -150,15 +239,19 @@ def _frame_to_rgb(frame: av.VideoFrame, size: tuple[int, int] | None) -> np.ndar
 
 
 def _read_image_folder(path: Path, start: int, stop: int | None, size: tuple[int, int] | None) -> np.ndarray:
-    """Read images [start, stop) of a directory, sorted by file name -> (T, H, W, 3) uint8."""
+    """Read images [start, stop) of a directory, sorted by file name -> (T, H, W, 3) uint8.
+
+    The first image's size times the number of images is checked against the memory bound before the
+    others are read; every image must have the first one's size (or `size` resizes them all)."""
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
     if not files:
         raise VideoError(f"cannot read {path}: directory has zero frames (no {'/'.join(sorted(IMAGE_SUFFIXES))} files)")
     _check_bounds(path, start, stop, len(files))
-    frames = [_read_image(file, size) for file in files[start:stop]]
-    if any(frame.shape != frames[0].shape for frame in frames):
-        raise VideoError(f"cannot read {path}: images differ in size (pass size=(H, W) to resize them)")
-    return np.stack(frames)
+    files = files[start:stop]
+    buffer = _FrameBuffer(path, len(files))
+    for file in files:
+        buffer.add(_read_image(file, size))
+    return buffer.frames()
 
 
 def _read_image(file: Path, size: tuple[int, int] | None) -> np.ndarray:
@@ -182,8 +275,15 @@ def _read_image(file: Path, size: tuple[int, int] | None) -> np.ndarray:
 # --------------------------------------------------------------------------------------------- writing
 
 
-def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 25.0, lossless: bool = False) -> Path:
+def write_video(path: str | os.PathLike, frames, fps: float = 25.0, lossless: bool = False,
+                shape: tuple[int, int, int] | None = None) -> Path:
     """Write frames (T, H, W, 3) uint8 RGB to `path` atomically and return the path written.
+
+    Args:
+      frames: a (T, H, W, 3) uint8 array, or (with `shape`) an iterable of T (H, W, 3) uint8 frames, which
+        are encoded as they come (a decoder's frames need never all be in memory at once).
+      shape: (T, H, W) of an iterable `frames`; each frame is checked against it, and a source that yields
+        more or fewer than T frames fails the write.
 
     The format follows the path:
       * `.mp4`  H.264 (libx264, crf 18, yuv420p; yuv444p if H or W is odd). lossless=True uses libx264rgb
@@ -193,21 +293,63 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 25.0, 
         round trip (the RGB <-> YUV conversion rounds; errors of a few code values).
       * a path ending in "/", an existing directory, or no suffix: a folder of PNGs 00000.png, 00001.png, ...
         (at least five digits), bit-exact. An existing non-empty directory is refused.
-    Output goes to a hidden temporary sibling first and is renamed into place, so a failure leaves nothing
-    behind. Missing parent directories are created. Raises VideoError on bad frames or any write failure.
+    The path and the frames' shape are checked before the first frame is taken (check_output). Output goes
+    to a hidden temporary sibling first and is renamed into place, so a failure, including one raised by
+    the frame source, leaves nothing behind. Missing parent directories are created. Raises VideoError on
+    bad frames or any write failure.
     """
-    as_folder = str(path).endswith(("/", os.sep))
     target = Path(path)
-    array = _validated_frames(target, frames)
+    t, h, w, source = _frame_source(target, frames, shape)
     if isinstance(fps, bool) or not (isinstance(fps, numbers.Real) and math.isfinite(fps) and fps > 0):
         raise VideoError(f"cannot write {target}: fps must be a positive number, got {fps!r}")
-    if as_folder or target.is_dir() or not target.suffix:
-        _write_png_folder(target, array)
+    encoding = check_output(path, lossless, height=h, width=w)
+    if encoding is None:
+        _write_png_folder(target, source, t)
         return target
-    encoding = _encoding_for(target, lossless, height=array.shape[1], width=array.shape[2])
     with _atomic_output(target, directory=False) as tmp:
-        _encode(tmp, array, float(fps), encoding)
+        _encode(tmp, source, float(fps), encoding, h, w)
     return target
+
+
+def check_output(path: str | os.PathLike, lossless: bool = False, height: int = 2,
+                 width: int = 2) -> _Encoding | None:
+    """Raise VideoError unless write_video could write to `path`; the encoding, or None for a PNG folder.
+
+    Nothing is created: callers check an output before doing the work whose result goes there."""
+    target = Path(path)
+    if str(path).endswith(("/", os.sep)) or target.is_dir() or not target.suffix:
+        if target.exists() and not target.is_dir():
+            raise VideoError(f"cannot write {target}: it exists and is not a directory")
+        if target.is_dir() and any(target.iterdir()):
+            raise VideoError(f"cannot write {target}: directory is not empty")
+        return None
+    return _encoding_for(target, lossless, height=height, width=width)
+
+
+def _frame_source(path: Path, frames, shape) -> tuple[int, int, int, Iterator[np.ndarray]]:
+    """(T, H, W, an iterator over checked (H, W, 3) uint8 frames) of an array, or of an iterable and its shape."""
+    if shape is None:
+        array = _validated_frames(path, frames)
+        return (*array.shape[:3], iter(array))
+    if not (isinstance(shape, (tuple, list)) and len(shape) == 3 and all(_is_int(v) and v > 0 for v in shape)):
+        raise VideoError(f"cannot write {path}: shape must be (T, H, W) with positive ints, got {shape!r}")
+    t, h, w = map(int, shape)
+    return t, h, w, _checked(path, iter(frames), t, (h, w, 3))
+
+
+def _checked(path: Path, frames: Iterator, count: int, shape: tuple[int, int, int]) -> Iterator[np.ndarray]:
+    """The frames of an iterable, each checked to be uint8 of `shape`, and exactly `count` of them."""
+    n = 0
+    for n, frame in enumerate(frames, start=1):
+        frame = np.asarray(frame)
+        if n > count:
+            raise VideoError(f"cannot write {path}: the frame source yields more than the {count} frames announced")
+        if frame.dtype != np.uint8 or frame.shape != shape:
+            raise VideoError(f"cannot write {path}: frame {n - 1} must be uint8 {shape}, got {frame.dtype} "
+                             f"{frame.shape}")
+        yield np.ascontiguousarray(frame)
+    if n != count:
+        raise VideoError(f"cannot write {path}: the frame source ended after {n} of {count} frames")
 
 
 def _validated_frames(path: Path, frames: np.ndarray) -> np.ndarray:
@@ -236,25 +378,22 @@ def _encoding_for(path: Path, lossless: bool, height: int, width: int) -> _Encod
     raise VideoError(f"cannot write {path}: unsupported suffix {suffix!r} (use {supported})")
 
 
-def _encode(path: Path, frames: np.ndarray, fps: float, encoding: _Encoding) -> None:
-    """Encode frames (T, H, W, 3) uint8 RGB into a new media file at `path` with PyAV."""
+def _encode(path: Path, frames: Iterator[np.ndarray], fps: float, encoding: _Encoding, height: int,
+            width: int) -> None:
+    """Encode (H, W, 3) uint8 RGB frames, as they come, into a new media file at `path` with PyAV."""
     rate = fractions.Fraction(fps).limit_denominator(1001)   # 29.97002997... -> 30000/1001
     with av.open(str(path), mode="w", format=encoding.format) as container:
         stream = container.add_stream(encoding.codec, rate=rate, options=encoding.options)
-        stream.height, stream.width = frames.shape[1:3]
+        stream.height, stream.width = height, width
         stream.pix_fmt = encoding.pix_fmt
         for rgb in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
         container.mux(stream.encode())   # flush delayed packets
 
 
-def _write_png_folder(target: Path, frames: np.ndarray) -> None:
-    """Write frames (T, H, W, 3) as target/00000.png, 00001.png, ... (an existing directory must be empty)."""
-    if target.exists() and not target.is_dir():
-        raise VideoError(f"cannot write {target}: it exists and is not a directory")
-    if target.is_dir() and any(target.iterdir()):
-        raise VideoError(f"cannot write {target}: directory is not empty")
-    digits = max(5, len(str(len(frames) - 1)))
+def _write_png_folder(target: Path, frames: Iterator[np.ndarray], count: int) -> None:
+    """Write `count` frames (H, W, 3) as target/00000.png, 00001.png, ... (check_output has vetted target)."""
+    digits = max(5, len(str(count - 1)))
     with _atomic_output(target, directory=True) as tmp:
         for index, frame in enumerate(frames):
             iio.imwrite(tmp / f"{index:0{digits}d}.png", frame)
