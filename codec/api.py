@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from codec import container, header, tensors
+from codec import container, entropy, header, tensors
 from codec.bytesio import FormatError
 from codec.params import first_match, flatten, layout_crc, unflatten
 from codec.quant import QuantizedTensor, quantize
@@ -73,8 +75,28 @@ def compress(config, quantized: dict[str, QuantizedTensor]) -> bytes:
     return container.pack(spec.model_id, sections)
 
 
+# Parameter elements a file may describe (FORMAT.md §11). A tensor whose model codes nothing costs no
+# payload bits (a static NIRVANA group's residuals, HNeRV's initial all-zero embedding), so the bound is
+# per byte of the whole file, not per stream bit: a static NIRVANA group of ~10k parameters costs ~73
+# bytes (~137 per byte), so 1024 per byte admits any number of static groups of up to ~75k parameters.
+# The fixed 2**20 admits any model of up to a million parameters whatever its file; 2**26 (256 MiB of
+# float32 weights, 5x NeRV-L's 12.6M) caps what any file can make the decoder hold.
+ELEMENTS_FIXED = 1 << 20
+ELEMENTS_PER_BYTE = 1024
+MAX_ELEMENTS = 1 << 26
+
+
+def element_limit(file_bytes: int) -> int:
+    """The most parameter elements a .nerva file of `file_bytes` bytes may describe."""
+    return min(MAX_ELEMENTS, ELEMENTS_FIXED + ELEMENTS_PER_BYTE * file_bytes)
+
+
 def parse(data: bytes):
-    """(config, {collection: (quantized tensors, infos)}, sections) of a .nerva file."""
+    """(config, {collection: (quantized tensors, infos)}, sections) of a .nerva file.
+
+    Every count and size the file claims is checked against its length before anything is allocated or
+    traced (FORMAT.md §3, §11); any invalid input raises FormatError with a one-line message.
+    """
     model_id, sections = container.unpack(data)
     try:
         spec = registry.get_by_id(model_id)
@@ -83,8 +105,9 @@ def parse(data: bytes):
     if not sections or sections[0].kind != container.HEADER:
         raise FormatError("file has no header section")
     config = header.read_config(spec.config_cls, sections[0].body)
-    abstract = abstract_variables(config)
+    abstract = _checked_abstract(spec, config, len(sections) - 1, len(data))
     references = spec.references(config) if spec.references else {}
+    budget = entropy.TableBudget(len(data))
     collections = {}
     for s in sections[1:]:
         if s.kind not in (container.TENSORS, container.RESIDUAL):
@@ -95,7 +118,7 @@ def parse(data: bytes):
         if s.kind == container.TENSORS:
             if name in references:
                 raise FormatError(f"collection {name!r} must be residual-coded against {references[name]!r}")
-            collections[name] = tensors.decode_collection(s.body, abstract[name])
+            collections[name] = tensors.decode_collection(s.body, abstract[name], budget)
         else:
             ref = tensors.residual_reference(s.body)
             if references.get(name) != ref or ref not in collections:
@@ -103,18 +126,72 @@ def parse(data: bytes):
                                   "decoded before it that the model chains it to")
             if layout_crc(abstract[ref]) != layout_crc(abstract[name]):   # a model bug, not a file error
                 raise ValueError(f"collections {name!r} and {ref!r} have different layouts")
-            collections[name] = tensors.decode_residual(s.body, abstract[name], collections[ref][0])
-    if set(collections) != set(abstract):
-        raise FormatError(f"file lacks collections {sorted(set(abstract) - set(collections))}")
+            collections[name] = tensors.decode_residual(s.body, abstract[name], collections[ref][0], budget)
     return config, collections, sections
 
 
+def _checked_abstract(spec, config, n_sections: int, file_bytes: int):
+    """The config's abstract variables, once its collection count (before tracing the model, where the
+    family can count them without it) and its parameter elements agree with the file."""
+    count = spec.n_collections(config) if spec.n_collections else None
+    if count is not None:
+        _check_collection_count(count, n_sections)
+    try:
+        abstract = abstract_variables(config)
+    except Exception as e:   # noqa: BLE001 - model code given file values: any failure is the file's
+        raise FormatError(f"file header describes a {type(config).__name__} that cannot be built: "
+                          f"{header.one_line(e)}") from None
+    if count is None:
+        _check_collection_count(len(abstract), n_sections)
+    elements = sum(math.prod(x.shape) for _, x in flatten(abstract))
+    if elements > element_limit(file_bytes):
+        raise FormatError(f"file header describes {elements} parameters, more than the "
+                          f"{element_limit(file_bytes)} a file of {file_bytes} bytes may hold")
+    return abstract
+
+
+def _check_collection_count(count: int, n_sections: int) -> None:
+    if n_sections < count:
+        raise FormatError(f"file lacks collections: its header describes {count}, it holds {n_sections} "
+                          "data sections")
+    if n_sections > count:
+        raise FormatError(f"file holds {n_sections} data sections, more than the {count} collections "
+                          "its header describes")
+
+
 def decompress(data: bytes):
-    """(config, variables) from the bytes of a .nerva file; needs no other input."""
+    """(config, variables) from the bytes of a .nerva file; needs no other input.
+
+    Also checks that the model renders frames of the header's geometry (FORMAT.md §11), so a decoder
+    or player never serves frames of another size.
+    """
     config, collections, _ = parse(data)
+    _check_rendered_shape(config)
     abstract = abstract_variables(config)
     variables = {name: dequantize_variables(abstract[name], q) for name, (q, _) in collections.items()}
     return config, variables
+
+
+@functools.lru_cache(maxsize=32)
+def rendered_shape(config) -> tuple[int, ...]:
+    """Shape of one frame rendered by `config`'s model, (1, H, W, 3) when it agrees with its geometry;
+    from jax.eval_shape, so nothing is computed."""
+    spec = registry.spec_of(config)
+    idx = jax.ShapeDtypeStruct((1,), jnp.int32)
+    out = jax.eval_shape(lambda v, i: spec.render(config, v, i), abstract_variables(config), idx)
+    return tuple(out.shape)
+
+
+def _check_rendered_shape(config) -> None:
+    g = config.geometry
+    try:
+        shape = rendered_shape(config)
+    except Exception as e:   # noqa: BLE001 - model code given file values: any failure is the file's
+        raise FormatError(f"file header describes a {type(config).__name__} that cannot render a frame: "
+                          f"{header.one_line(e)}") from None
+    if shape != (1, g.height, g.width, 3):
+        raise FormatError(f"file header's geometry ({g.height}x{g.width}) disagrees with the frames its "
+                          f"model renders (shape {shape})")
 
 
 def read_file(path) -> bytes:

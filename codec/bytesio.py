@@ -11,6 +11,9 @@ class FormatError(NervaError):
     """A .nerva file (or a part of it) is truncated, corrupted, or of an unknown version."""
 
 
+MAX_UVARINT = (1 << 64) - 1   # FORMAT.md §1: a uvarint holds at most 64 bits, an svarint an int64
+
+
 class ByteWriter:
     """Append-only buffer. All fixed-width numbers are little-endian."""
 
@@ -104,15 +107,19 @@ class ByteReader:
         return self._unpack("<d", 8)
 
     def uvarint(self) -> int:
-        shift, v = 0, 0
+        """A value below 2^64 (no field of the format holds more); anything longer is malformed."""
+        start, shift, v = self.pos, 0, 0
         while True:
             b = self.u8()
             v |= (b & 0x7F) << shift
             if not b & 0x80:
-                return v
+                break
             shift += 7
             if shift > 63:
-                raise FormatError(f"{self.what} holds a malformed varint at offset {self.pos}")
+                break
+        if b & 0x80 or v > MAX_UVARINT:
+            raise FormatError(f"{self.what} holds a malformed varint at offset {start} (more than 64 bits)")
+        return v
 
     def svarint(self) -> int:
         z = self.uvarint()

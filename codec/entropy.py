@@ -31,6 +31,28 @@ MAX_SUPPORT = 1 << 20  # hi - lo + 1; bounds table memory and the Laplace loop, 
 _LAPLACE_ONE = 1 << 38  # fixed-point 1.0 for theta**d; w * (2**24) stays below 2**63 in int64
 _MAX_HISTOGRAM_PRECISION = 16  # above this, table bytes grow faster than the payload shrinks
 
+# The powers theta**d of a LAPLACE table (FORMAT.md §7.2 step 2) reach 0 after at most 1,037,195 steps
+# (n_theta = 65535 decays slowest; each product truncates), so a table's power loop never exceeds 2**20.
+LAPLACE_MAX_POWERS = 1 << 20
+
+# Table work a file may ask of a reader (FORMAT.md §11): every model costs its support, a LAPLACE model
+# also its powers. Building a table costs ~0.03-0.4 us per entry, so a file gets a fixed 2**20 entries
+# (16-bit tiny models: about 10 tensors of up to 2**17 symbols) plus 64 per byte of the file (a dense
+# 16-bit file spends >= 2 bytes per parameter and at most ~65 entries per byte), capped at 2**25. A
+# tiny hostile file thus costs well under a second; no file the encoder writes comes near the limit.
+TABLE_ENTRIES_FIXED = 1 << 20
+TABLE_ENTRIES_PER_BYTE = 64
+MAX_TABLE_ENTRIES = 1 << 25
+
+# The lru_caches below keep only small tables (their support at most this many symbols), so the
+# caches hold at most _CACHED_MODELS * 4096 entries (~10 MB) however large the tables a file asks for.
+_CACHE_MAX_SUPPORT = 1 << 12
+_CACHED_MODELS = 64
+
+# A valid stream of W words holds less than 32·W bits of information (FORMAT.md §8.3); the reader adds
+# two words so that the float64 sum of the per-tensor bounds can never refuse a valid stream.
+STREAM_SLACK_WORDS = 2
+
 
 @dataclasses.dataclass(frozen=True)
 class EntropyModel:
@@ -73,11 +95,14 @@ class EntropyModel:
         return writer.getvalue()
 
     @classmethod
-    def from_reader(cls, reader: ByteReader) -> EntropyModel:
-        """Inverse of `to_bytes`; malformed bytes raise FormatError."""
+    def from_reader(cls, reader: ByteReader, budget: TableBudget | None = None) -> EntropyModel:
+        """Inverse of `to_bytes`; malformed bytes raise FormatError. With `budget`, the model's table cost
+        is taken from it before any of its table is read or built."""
         kind, lo, hi = reader.u8(), reader.svarint(), reader.svarint()
         if kind not in KIND_NAMES or hi < lo or hi - lo + 1 > MAX_SUPPORT:
             raise FormatError(f"{reader.what} holds a bad entropy model header (kind {kind}, support [{lo}, {hi}])")
+        if budget is not None:
+            budget.take(table_cost(kind, lo, hi))
         if kind == LAPLACE:
             params: tuple[int, ...] = (reader.u16(), reader.u16())
         elif kind == HISTOGRAM:
@@ -88,6 +113,26 @@ class EntropyModel:
             return cls(kind, lo, hi, params)
         except ValueError as e:
             raise FormatError(f"{reader.what} holds an invalid entropy model: {e}") from e
+
+
+def table_cost(kind: int, lo: int, hi: int) -> int:
+    """Entries a reader builds for a model: its support, plus a LAPLACE model's powers of theta."""
+    powers = min(max(abs(lo), abs(hi)), LAPLACE_MAX_POWERS) if kind == LAPLACE else 0
+    return hi - lo + 1 + powers
+
+
+class TableBudget:
+    """The table entries one file may still ask for (FORMAT.md §11); `take` refuses the excess."""
+
+    def __init__(self, file_bytes: int) -> None:
+        self.limit = min(MAX_TABLE_ENTRIES, TABLE_ENTRIES_FIXED + TABLE_ENTRIES_PER_BYTE * file_bytes)
+        self.left = self.limit
+
+    def take(self, entries: int) -> None:
+        if entries > self.left:
+            raise FormatError(f"file's entropy models ask for more than the {self.limit} table entries "
+                              "a file of its length may hold")
+        self.left -= entries
 
 
 def _check_params(kind: int, size: int, params: tuple[int, ...]) -> None:
@@ -108,7 +153,19 @@ def _check_params(kind: int, size: int, params: tuple[int, ...]) -> None:
 # machine (and every numpy build) decodes with the same table.
 
 
-@functools.lru_cache(maxsize=64)
+def _small_models_cached(fn):
+    """`fn(model)` memoized for models of at most _CACHE_MAX_SUPPORT symbols; larger ones are rebuilt."""
+    cached = functools.lru_cache(maxsize=_CACHED_MODELS)(fn)
+
+    @functools.wraps(fn)
+    def wrapper(model: EntropyModel):
+        return cached(model) if model.size <= _CACHE_MAX_SUPPORT else fn(model)
+
+    wrapper.cache_info, wrapper.cache_clear = cached.cache_info, cached.cache_clear
+    return wrapper
+
+
+@_small_models_cached
 def _frequency_table(model: EntropyModel) -> np.ndarray:
     if model.kind == UNIFORM:
         table = _uniform_table(model.size)
@@ -335,12 +392,12 @@ def _histogram_table_size(table: np.ndarray) -> int:
 
 
 class _CodingTable(NamedTuple):
-    symbols: np.ndarray  # int64 (m,): the support symbols with nonzero frequency, ascending
+    symbols: np.ndarray  # int32 (m,): the support symbols with nonzero frequency, ascending
     index: np.ndarray  # int32 (hi - lo + 1,): position in `symbols`, -1 where the frequency is 0
     categorical: object  # constriction Categorical over 0..m-1, or None when m == 1 (zero payload)
 
 
-@functools.lru_cache(maxsize=64)
+@_small_models_cached
 def _coding_table(model: EntropyModel) -> _CodingTable:
     """The model's table as constriction sees it, bit for bit.
 
@@ -354,7 +411,7 @@ def _coding_table(model: EntropyModel) -> _CodingTable:
     used = table > 0
     index = np.cumsum(used, dtype=np.int32) - 1
     index[~used] = -1
-    symbols = np.flatnonzero(used).astype(np.int64) + model.lo
+    symbols = (np.flatnonzero(used) + model.lo).astype(np.int32)   # lo..hi lie in int32
     if symbols.size == 1:
         return _CodingTable(symbols, index, None)
     shift = PRECISION - (int(table.sum()).bit_length() - 1)
@@ -384,28 +441,57 @@ def encode(arrays: list[tuple[np.ndarray, EntropyModel]]) -> bytes:
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
+def min_bits_per_symbol(model: EntropyModel) -> float:
+    """q - log2(max T): no symbol coded with `model` costs fewer bits (0 when it has one codable symbol)."""
+    if model.kind == UNIFORM:
+        base, extra = divmod(1 << PRECISION, model.size)
+        return PRECISION - math.log2(base + (extra > 0))
+    if model.kind == HISTOGRAM:
+        return model.params[0] - math.log2(max(model.params[1:]))
+    return 0.0 if model.size == 1 else PRECISION - math.log2(int(model.frequencies().max()))
+
+
+def codes_nothing(model: EntropyModel) -> bool:
+    """True if the model has a single codable symbol: its tensors take no stream bits (FORMAT.md §8.1)."""
+    if model.kind == HISTOGRAM:
+        return len(model.params) - 1 - model.params[1:].count(0) == 1
+    return model.size == 1   # every UNIFORM and LAPLACE entry is >= 1
+
+
+def _check_stream_length(n_words: int, specs: list[tuple[int, EntropyModel]]) -> None:
+    """Refuses, before decoding, a stream too short for the symbols it must hold (FORMAT.md §8.3)."""
+    for count, _ in specs:
+        if count < 0:
+            raise FormatError(f"negative symbol count {count}")
+    need = sum(count * min_bits_per_symbol(model) for count, model in specs if count)
+    if need > 32 * (n_words + STREAM_SLACK_WORDS):
+        raise FormatError(f"entropy-coded payload of {n_words} words is too short for its symbols "
+                          f"(they need at least {math.ceil(need)} bits)")
+
+
 def decode(data: bytes, specs: list[tuple[int, EntropyModel]]) -> list[np.ndarray]:
     """Inverse of `encode`: `specs` holds (count, model) per array; returns flat int32 arrays.
 
-    Damaged input raises FormatError when detectable (length, invalid or unfinished stream);
-    otherwise it decodes to wrong symbols, which the container's checksum catches.
+    An array whose model codes nothing is a read-only broadcast of its one symbol, so it costs no
+    memory however many elements it claims. Damaged input raises FormatError when detectable (length,
+    a stream too short for its symbols, invalid or unfinished stream); otherwise it decodes to wrong
+    symbols, which the container's checksum catches.
     """
     if len(data) % 4:
         raise FormatError(f"entropy-coded payload of {len(data)} bytes is not a whole number of 32-bit words")
+    _check_stream_length(len(data) // 4, specs)
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
     out = []
     for count, model in specs:
-        if count < 0:
-            raise FormatError(f"negative symbol count {count}")
         table = _coding_table(model)
         if table.categorical is None or count == 0:
-            out.append(np.full(count, table.symbols[0], dtype=np.int32))
+            out.append(np.broadcast_to(table.symbols[0], (count,)))
             continue
         try:
             index = decoder.decode(table.categorical, count)
         except Exception as e:  # constriction documents no error types; any failure here is bad data
-            raise FormatError(f"entropy-coded payload failed to decode: {e}") from e
-        out.append(table.symbols[index].astype(np.int32))
+            raise FormatError(f"entropy-coded payload failed to decode: {' '.join(str(e).split())}") from e
+        out.append(table.symbols[index])
     # constriction cannot always see the end of a range-coded stream (appended words go unnoticed),
     # but a decoder state that cannot be an encoder's final state means damage.
     if not decoder.maybe_exhausted():

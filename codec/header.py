@@ -2,8 +2,9 @@
 
 Field encodings (little-endian): bool -> u8; int -> zig-zag varint; float -> f64; str -> varint length +
 UTF-8; tuple[T, ...] -> varint count + items; nested dataclass -> its fields in order. Fields are
-append-only: a reader that runs out of bytes gives the remaining fields their defaults, so files written
-before a field was added keep decoding.
+append-only at the end of the top-level class: a reader that runs out of bytes exactly before a top-level
+field with a default gives it and every later field their defaults, so files written before a field was
+added keep decoding. Inside a nested class (Geometry) every field must be present (FORMAT.md §4.1).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import Any
 
 from codec.bytesio import ByteReader, ByteWriter, FormatError
 from inr.config import field_types
-from inr.errors import ConfigError
 
 
 def write_config(config: Any) -> bytes:
@@ -24,10 +24,17 @@ def write_config(config: Any) -> bytes:
 
 
 def read_config(cls: type, data: bytes) -> Any:
+    """The config of class `cls` held in a header body; any failure is a one-line FormatError."""
     r = ByteReader(data, "file header")
-    obj = _read_fields(r, cls)
+    obj = _read_fields(r, cls, top_level=True)
     r.expect_end()
     return obj
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as one short line: its message (or its type when it has none), whitespace folded."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _write_fields(w: ByteWriter, obj: Any) -> None:
@@ -55,16 +62,18 @@ def _write_value(w: ByteWriter, tp: Any, v: Any) -> None:
         raise TypeError(f"the header cannot hold a field of type {tp}")
 
 
-def _read_fields(r: ByteReader, cls: type) -> Any:
+def _read_fields(r: ByteReader, cls: type, top_level: bool = False) -> Any:
     values = {}
     for f, (name, tp) in zip(dataclasses.fields(cls), field_types(cls)):
-        if r.remaining() == 0 and _has_default(f):
-            break   # an older file: this field was added later and takes its default
+        if top_level and r.remaining() == 0 and _has_default(f):
+            break   # an older file: this field was appended later and takes its default
         values[name] = _read_value(r, tp)
     try:
         return cls(**values)
-    except (TypeError, ValueError, ConfigError) as e:
-        raise FormatError(f"file header does not describe a valid {cls.__name__}: {e}") from None
+    except Exception as e:   # noqa: BLE001 - the trust boundary between file bytes and model code
+        # The config's own validation is the reader's: whatever it raises for hostile values (a
+        # ZeroDivisionError, OverflowError or IndexError from a derived size included) is an invalid header.
+        raise FormatError(f"file header does not describe a valid {cls.__name__}: {one_line(e)}") from None
 
 
 def _read_value(r: ByteReader, tp: Any) -> Any:

@@ -84,9 +84,11 @@ def residual_reference(body: bytes) -> str:
     return r.blob().decode(errors="replace")
 
 
-def decode_residual(body: bytes, abstract, ref_quantized: dict[str, QuantizedTensor]
+def decode_residual(body: bytes, abstract, ref_quantized: dict[str, QuantizedTensor],
+                    budget: entropy.TableBudget | None = None
                     ) -> tuple[dict[str, QuantizedTensor], list[TensorInfo]]:
-    """Inverse of `encode_residual`, given the already decoded reference collection."""
+    """Inverse of `encode_residual`, given the already decoded reference collection; `budget` bounds
+    the file's entropy tables (FORMAT.md §11)."""
     r = ByteReader(body, "residual section")
     name = r.blob().decode(errors="replace")
     r.blob()
@@ -97,18 +99,30 @@ def decode_residual(body: bytes, abstract, ref_quantized: dict[str, QuantizedTen
         bits = r.u8()
         if not 1 <= bits <= 16:
             raise FormatError(f"tensor {name}/{p} has invalid quantization side information")
-        metas.append((p, shape, bits, entropy.EntropyModel.from_reader(r), r.pos - start))
+        metas.append((p, shape, bits, entropy.EntropyModel.from_reader(r, budget), r.pos - start))
     deltas = entropy.decode(r.raw(r.remaining()), [(math.prod(m[1]), m[3]) for m in metas])
     out, infos = {}, []
     for (p, shape, bits, model, side), delta in zip(metas, deltas):
-        delta = np.asarray(delta, np.int64).reshape(shape)
+        delta = delta.reshape(shape)
         ref = ref_quantized[p]
-        sym = ref.symbols.astype(np.int64) + delta
-        if sym.size and (sym.min() < np.iinfo(np.int32).min or sym.max() > np.iinfo(np.int32).max):
-            raise FormatError(f"tensor {name}/{p} leaves the int32 range")
-        out[p] = QuantizedTensor(sym.astype(np.int32), ref.steps, bits)
-        infos.append(TensorInfo(p, shape, bits, model, side, entropy.ideal_bits(delta, model)))
+        out[p] = QuantizedTensor(_add_residual(name, p, ref.symbols, delta, model), ref.steps, bits)
+        infos.append(TensorInfo(p, shape, bits, model, side, _ideal_bits(delta, model)))
     return out, infos
+
+
+def _add_residual(name: str, path: str, ref: np.ndarray, delta: np.ndarray, model) -> np.ndarray:
+    """ref + delta, computed exactly and refused if it leaves int32 (FORMAT.md §6.2)."""
+    if delta.size and entropy.codes_nothing(model) and int(delta.flat[0]) == 0:
+        return ref   # a static group keeps its reference's integers: no work, no memory
+    sym = ref.astype(np.int64) + delta
+    if sym.size and (sym.min() < np.iinfo(np.int32).min or sym.max() > np.iinfo(np.int32).max):
+        raise FormatError(f"tensor {name}/{path} leaves the int32 range")
+    return sym.astype(np.int32)
+
+
+def _ideal_bits(symbols: np.ndarray, model) -> float:
+    """Payload bits of a tensor under its model; 0 without reading a tensor that codes nothing."""
+    return 0.0 if entropy.codes_nothing(model) else entropy.ideal_bits(symbols, model)
 
 
 def _n_steps(shape: tuple[int, ...]) -> int:
@@ -132,8 +146,10 @@ def _read_layout(r: ByteReader, name: str, abstract) -> list[tuple[str, tuple[in
     return shapes
 
 
-def decode_collection(body: bytes, abstract) -> tuple[dict[str, QuantizedTensor], list[TensorInfo]]:
-    """Inverse of `encode_collection`: quantized tensors by path, plus per-tensor info."""
+def decode_collection(body: bytes, abstract, budget: entropy.TableBudget | None = None
+                      ) -> tuple[dict[str, QuantizedTensor], list[TensorInfo]]:
+    """Inverse of `encode_collection`: quantized tensors by path, plus per-tensor info; `budget` bounds
+    the file's entropy tables (FORMAT.md §11)."""
     r = ByteReader(body, "tensors section")
     name = r.blob().decode(errors="replace")
     shapes = _read_layout(r, name, abstract)
@@ -144,14 +160,15 @@ def decode_collection(body: bytes, abstract) -> tuple[dict[str, QuantizedTensor]
         if not 1 <= bits <= 16 or n_steps != _n_steps(shape):
             raise FormatError(f"tensor {name}/{p} has invalid quantization side information")
         steps = np.frombuffer(r.raw(2 * n_steps), "<f2").astype(np.float16)
-        if not np.all(np.isfinite(steps)) or np.any(steps < 0):
-            raise FormatError(f"tensor {name}/{p} has a negative or non-finite quantization step")
-        model = entropy.EntropyModel.from_reader(r)
+        # The sign bit is tested, not `< 0`: -0.0 is refused too, so a zero step has one encoding (FORMAT.md §9).
+        if not np.all(np.isfinite(steps)) or np.any(np.signbit(steps)):
+            raise FormatError(f"tensor {name}/{p} has a negative (or -0.0) or non-finite quantization step")
+        model = entropy.EntropyModel.from_reader(r, budget)
         metas.append((p, shape, bits, steps, model, r.pos - start))
     symbols = entropy.decode(r.raw(r.remaining()), [(math.prod(m[1]), m[4]) for m in metas])
     out, infos = {}, []
     for (p, shape, bits, steps, model, side), sym in zip(metas, symbols):
-        sym = np.asarray(sym, np.int32).reshape(shape)
+        sym = sym.reshape(shape)
         out[p] = QuantizedTensor(sym, steps, bits)
-        infos.append(TensorInfo(p, shape, bits, model, side, entropy.ideal_bits(sym, model)))
+        infos.append(TensorInfo(p, shape, bits, model, side, _ideal_bits(sym, model)))
     return out, infos

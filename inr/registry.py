@@ -40,6 +40,11 @@ class ModelSpec:
                                           # float16 steps)}: learned steps instead of the codec's quantizer
     references: Callable | None = None    # (config) -> {collection: earlier collection it is residual-coded
                                           # against}; the codec writes those as RESIDUAL sections
+    n_collections: Callable | None = None  # (config) -> int: how many collections `init` returns, computed
+                                          # without tracing the model, for families whose count grows with
+                                          # the config (a reader checks it against the file's sections before
+                                          # tracing); None: counted from jax.eval_shape(init), cheap for a
+                                          # fixed set
 
 
 _BY_NAME: dict[str, ModelSpec] = {}
