@@ -374,6 +374,11 @@ def references(config: NIRVANAConfig) -> dict[str, str]:
     return {collection(config, k): collection(config, k - 1) for k in range(1, config.n_groups)}
 
 
+def n_collections(config: NIRVANAConfig) -> int:
+    """One collection per group: a reader can check a header against its file before tracing anything."""
+    return config.n_groups
+
+
 STEPS_PER_EPOCH = 0.5  # steps per frame-epoch: `epochs` buys as many steps as other models make at batch 2
 
 
@@ -410,4 +415,5 @@ SPEC = register(ModelSpec(
     name="nirvana", model_id=5, config_cls=NIRVANAConfig, init=init, render=render,
     for_size=NIRVANAConfig.for_size, init_aux=init_aux, train_render=train_render, finalize=finalize,
     schedule=schedule, start_phase=start_phase, rate=rate, quantize=quantize, references=references,
+    n_collections=n_collections,
     description="NIRVANA: a patch-wise SIREN network per group of frames, residual-coded group to group"))
