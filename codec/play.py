@@ -120,6 +120,7 @@ class PlayServer:
         self._httpd.serve_forever()
 
     def close(self) -> None:
+        self._httpd.closing.set()
         if self._thread is not None:
             self._httpd.shutdown()
             self._thread.join()
@@ -138,16 +139,17 @@ class _BoundedServer(http.server.ThreadingHTTPServer):
     leaving further connections queued in the listen backlog."""
 
     daemon_threads = True
+    block_on_close = False   # close() never joins handlers (daemon threads): an idle tab would hold it up
     request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, address, handler, max_connections: int):
         self._slots = threading.BoundedSemaphore(max_connections)
-        self._closing = threading.Event()
+        self.closing = threading.Event()
         super().__init__(address, handler)
 
     def process_request(self, request, client_address):
         while not self._slots.acquire(timeout=0.1):   # wake up now and then: shutdown() waits for this loop
-            if self._closing.is_set():
+            if self.closing.is_set():
                 return self.shutdown_request(request)
         try:
             super().process_request(request, client_address)   # starts the handler thread
@@ -161,9 +163,9 @@ class _BoundedServer(http.server.ThreadingHTTPServer):
         finally:
             self._slots.release()
 
-    def shutdown(self):
-        self._closing.set()
-        super().shutdown()
+    def handle_error(self, request, client_address):
+        if not self.closing.is_set():   # a handler cut short by close() (its player is gone) is no news
+            super().handle_error(request, client_address)
 
 
 def _handler_for(server: PlayServer, idle_timeout: float):

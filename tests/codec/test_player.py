@@ -2,6 +2,7 @@
 stale requests; codec.play's HTTP side: the token, the routes, raw RGBA frames and the PSNR header."""
 
 import json
+import socket
 import threading
 import time
 import urllib.error
@@ -192,3 +193,93 @@ def test_requests_a_few_frames_out_of_order_are_playback_not_seeks(clip):
         assert p._generation == 1                      # only the first request started one
         p.frame(18)
         assert p._generation == 2
+
+
+def test_cache_mb_is_a_hard_cap_even_below_what_the_prefetch_asks_for(clip):
+    config, variables, frames, _ = clip
+    batch_bytes = 2 * 32 * 48 * 3
+    cap = 2.5 * batch_bytes                                    # room for 2 batches, while prefetch=4 wants 6
+    with Player((config, variables), batch=2, prefetch=4, cache_mb=cap / 2**20) as p:
+        assert (p.cache_batches, p.prefetch) == (2, 1)         # the prefetch shrinks to fit the cap
+        for i in [0, 1, 2, 3, 10, 11, 19, 5, 6, 7, 8, 0, 13]:
+            np.testing.assert_array_equal(p.frame(i), frames[i])
+            with p._cond:                                      # the worker evicts under the same lock
+                assert sum(b.frames.nbytes for b in p._cache.values()) <= cap
+        wait_until(lambda: p._inflight is None and p._next() is None)
+        assert sum(b.frames.nbytes for b in p._cache.values()) <= cap
+    with pytest.raises(ValueError, match="cannot hold one batch of 2 frames of 48x32"):
+        Player((config, variables), batch=2, cache_mb=0.9 * batch_bytes / 2**20)
+
+
+def raw_get(port: int, target: bytes) -> bytes:
+    """The status line the server answers to a GET of the raw bytes `target` (b"" if it answers nothing)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer.split(b"\r\n", 1)[0]
+
+
+@pytest.mark.parametrize("index", ["\u00b2", "\u00b9", "\u00b3", "9" * 5000, "12345678901", "+1", "-1", "1.0", "0x1", ""])
+def test_a_frame_index_other_than_ascii_digits_is_not_found_and_the_server_keeps_serving(server, index):
+    """'²' (one latin-1 byte of the request line) passes str.isdigit() and then fails int(); 5,000 digits
+    fail int()'s digit limit: each crashed the handler (no answer at all)."""
+    s, _ = server
+    for kind in ("frame", "reference"):
+        target = f"/{s.token}/{kind}/".encode() + index.encode("latin-1")
+        assert raw_get(s.port, target) == b"HTTP/1.1 404 Not Found", index
+    assert raw_get(s.port, f"/{s.token}/frame/0000000003".encode()) == b"HTTP/1.1 200 OK"   # 10 digits: frame 3
+
+
+def handler_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if "process_request_thread" in t.name]
+
+
+def test_idle_connections_are_closed_and_never_hold_more_than_the_bounded_threads(clip):
+    with play.PlayServer(Player(clip[3]), idle_timeout=0.5, max_connections=4).start() as s:
+        idle = [socket.create_connection(("127.0.0.1", s.port), timeout=30) for _ in range(12)]  # no request
+        try:
+            wait_until(lambda: len(handler_threads()) == 4)
+            time.sleep(0.2)
+            assert len(handler_threads()) == 4                 # the other 8 wait in the backlog
+            assert get(s.url + "info")[0] == 200               # served once the idle ones time out
+            for sock in idle:                                  # each was closed by the server, not by us
+                try:
+                    assert sock.recv(1) == b""
+                except ConnectionResetError:
+                    pass
+        finally:
+            for sock in idle:
+                sock.close()
+
+
+def test_close_returns_while_idle_clients_hold_every_connection(clip):
+    s = play.PlayServer(Player(clip[3]), idle_timeout=60, max_connections=2).start()
+    idle = [socket.create_connection(("127.0.0.1", s.port), timeout=30) for _ in range(4)]
+    try:
+        wait_until(lambda: len(handler_threads()) >= 2)
+        closer = threading.Thread(target=s.close)
+        closer.start()
+        closer.join(10)
+        assert not closer.is_alive()
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_connections_queue_in_a_deep_backlog_before_the_server_accepts_any(clip):
+    """With socketserver's default backlog of 5, the 7th connect waits for the kernel's SYN retry (1 s, then
+    3 s, ...); the server here has not started accepting, so every connect lands in the backlog."""
+    with play.PlayServer(Player(clip[3])) as s:
+        assert play.LISTEN_BACKLOG >= 200
+        socks = []
+        try:
+            for _ in range(200):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.settimeout(0.5)
+                sock.connect(("127.0.0.1", s.port))            # raises TimeoutError once the backlog is full
+        finally:
+            for sock in socks:
+                sock.close()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
+import tracemalloc
 import types
 from pathlib import Path
 
@@ -12,8 +14,9 @@ import av
 import numpy as np
 import pytest
 
+import inr.video as video_io
 from inr.errors import VideoError
-from inr.video import Video, bundled_clip, read_video, synthetic_clip, write_video
+from inr.video import Video, bundled_clip, check_output, read_video, synthetic_clip, write_video
 
 CLIP = synthetic_clip(10, 32, 48)
 
@@ -295,6 +298,210 @@ def test_bad_fps_raises_video_error(tmp_path):
     with pytest.raises(VideoError, match="fps") as error:
         write_video(tmp_path / "clip.mkv", CLIP, fps=0)
     assert_one_line_naming(error, tmp_path / "clip.mkv")
+
+
+# ------------------------------------------------------------------------------------------ streamed writes
+
+
+@pytest.mark.parametrize("name", ["clip.mkv", "frames/"])
+def test_frames_from_an_iterator_are_written_as_they_come_and_round_trip_bit_exactly(tmp_path, name):
+    taken = []
+
+    def frames():
+        for i, f in enumerate(CLIP):
+            taken.append(i)
+            yield f
+
+    written = write_video(f"{tmp_path}/{name}", frames(), shape=CLIP.shape[:3])
+    assert taken == list(range(len(CLIP)))
+    np.testing.assert_array_equal(read_video(written).frames, CLIP)
+
+
+@pytest.mark.parametrize("name", ["clip.mp4", "clip.mkv", "frames/"])
+@pytest.mark.parametrize("frames, words", [
+    (lambda: iter(CLIP[:7]), "ended after 7 of 10 frames"),
+    (lambda: iter(np.concatenate([CLIP, CLIP[:1]])), "more than the 10 frames"),
+    (lambda: (f[:, :-1] for f in CLIP), "frame 0 must be uint8 (32, 48, 3)"),
+    (lambda: (f.astype(np.float32) for f in CLIP), "frame 0 must be uint8"),
+])
+def test_an_iterator_that_breaks_its_announced_shape_fails_the_write_and_leaves_nothing(tmp_path, name, frames, words):
+    with pytest.raises(VideoError, match=words.replace("(", r"\(").replace(")", r"\)")) as error:
+        write_video(f"{tmp_path}/{name}", frames(), shape=(10, 32, 48))
+    assert_one_line_naming(error, Path(name))
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", ["clip.mp4", "frames/"])
+def test_a_frame_source_failing_mid_way_leaves_nothing(tmp_path, name):
+    def frames():
+        yield from CLIP[:4]
+        raise RuntimeError("the decoder died")
+
+    with pytest.raises(RuntimeError, match="decoder died"):
+        write_video(f"{tmp_path}/{name}", frames(), shape=(10, 32, 48))
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("name, words", [("clip.gif", "unsupported suffix"), ("full/", "not empty"),
+                                         ("afile/", "not a directory")])
+def test_the_output_is_checked_before_the_first_frame_is_taken(tmp_path, name, words):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "mine.txt").write_text("mine")
+    (tmp_path / "afile").write_text("mine")
+
+    def frames():
+        raise AssertionError("a frame was taken")
+        yield
+
+    for call in (lambda: check_output(f"{tmp_path}/{name}"),
+                 lambda: write_video(f"{tmp_path}/{name}", frames(), shape=(10, 32, 48))):
+        with pytest.raises(VideoError, match=words):
+            call()
+    assert sorted(os.listdir(tmp_path)) == ["afile", "full"] and os.listdir(tmp_path / "full") == ["mine.txt"]
+
+
+@pytest.mark.parametrize("shape", [None, (10, 32), (0, 32, 48), (10.0, 32, 48), "10x32x48"])
+def test_an_iterator_needs_a_valid_announced_shape(tmp_path, shape):
+    with pytest.raises(VideoError):
+        write_video(tmp_path / "clip.mkv", iter(CLIP), shape=shape)
+    assert os.listdir(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------------------ hostile inputs
+
+
+def _raw_h264(path: Path, frames: np.ndarray) -> bytes:
+    with av.open(str(path), "w", format="h264") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        for f in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        container.mux(stream.encode())
+    return path.read_bytes()
+
+
+def test_an_empty_file_raises_video_error(tmp_path):
+    path = tmp_path / "empty.mp4"
+    path.write_bytes(b"")
+    with pytest.raises(VideoError, match="empty") as error:
+        read_video(path)
+    assert_one_line_naming(error, path)
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.99])
+def test_a_truncated_mp4_raises_video_error(tmp_path, keep):
+    data = bundled_clip("carphone").read_bytes()
+    path = tmp_path / "cut.mp4"
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(VideoError) as error:
+        read_video(path)
+    assert_one_line_naming(error, path)
+
+
+def test_a_stream_whose_frames_change_size_raises_unless_resized(tmp_path):
+    path = tmp_path / "grows.h264"   # two raw H.264 streams back to back: 3 frames 32x32, then 3 frames 64x48
+    path.write_bytes(_raw_h264(tmp_path / "a.h264", synthetic_clip(3, 32, 32))
+                     + _raw_h264(tmp_path / "b.h264", synthetic_clip(3, 48, 64)))
+    with pytest.raises(VideoError, match="frame 3 is 64x48 but the frames before it are 32x32") as error:
+        read_video(path)
+    assert_one_line_naming(error, path)
+    assert read_video(path, size=(24, 24)).frames.shape == (6, 24, 24, 3)
+    assert read_video(path, stop=3).frames.shape == (3, 32, 32, 3)
+
+
+@pytest.mark.parametrize("height, width", [(33, 47), (1, 1), (7, 2), (2, 9)])
+def test_odd_dimensions_read_back_bit_exactly(tmp_path, height, width):
+    frames = synthetic_clip(3, height, width)
+    np.testing.assert_array_equal(read_video(write_video(tmp_path / "odd.mkv", frames)).frames, frames)
+    assert read_video(write_video(tmp_path / "odd.mp4", frames)).frames.shape == (3, height, width, 3)
+
+
+def test_images_of_different_sizes_raise_video_error(tmp_path):
+    path = write_lossless(tmp_path, "folder")
+    write_video(tmp_path / "other", synthetic_clip(1, 16, 16))
+    os.replace(tmp_path / "other" / "00000.png", path / "00004.png")
+    with pytest.raises(VideoError, match="frame 4 is 16x16 but the frames before it are 48x32") as error:
+        read_video(path)
+    assert_one_line_naming(error, path)
+
+
+def test_a_container_declaring_more_frames_than_memory_holds_is_refused_up_front(tmp_path):
+    data = bytearray(write_video(tmp_path / "short.mkv", synthetic_clip(3, 64, 64)).read_bytes())
+    at = data.find(b"\x44\x89\x88")   # Matroska Duration, an 8-byte float in ms: claim 10^9 s at 25 fps
+    data[at + 3:at + 11] = struct.pack(">d", 1e12)
+    path = tmp_path / "forever.mkv"
+    path.write_bytes(bytes(data))
+    with pytest.raises(VideoError, match="declares 25,000,000,000 frames of 64x64, 3.07e\\+05 GB") as error:
+        read_video(path)
+    assert_one_line_naming(error, path)
+    assert read_video(path, stop=3).frames.shape == (3, 64, 64, 3)   # a range that fits is read
+
+
+@pytest.fixture
+def counted_decodes(monkeypatch):
+    decoded = []
+    real = video_io._frame_to_rgb
+    monkeypatch.setattr(video_io, "_frame_to_rgb", lambda *a: decoded.append(1) or real(*a))
+    return decoded
+
+
+def test_the_memory_bound_refuses_a_read_before_decoding_and_admits_what_fits(monkeypatch, counted_decodes):
+    carphone = bundled_clip("carphone")   # 120 frames of 176x144: 9,123,840 bytes as uint8 RGB
+    monkeypatch.setattr(video_io, "frame_memory_limit", lambda: 9_123_839)
+    with pytest.raises(VideoError, match="declares 120 frames of 176x144, 0.00912 GB") as error:
+        read_video(carphone)
+    with pytest.raises(VideoError, match="the range holds 120 frames"):
+        read_video(carphone, 0, 120)
+    with pytest.raises(VideoError, match="the range holds 60 frames of 176x288"):
+        read_video(carphone, 0, 60, size=(288, 176))          # resizing counts at the size asked for
+    assert_one_line_naming(error, carphone)
+    assert counted_decodes == []
+    assert read_video(carphone, 1, 120).frames.shape == (119, 144, 176, 3)   # 1 frame less fits
+
+
+def test_a_stream_without_a_declared_count_is_refused_once_its_frames_pass_the_bound(tmp_path, monkeypatch,
+                                                                                   counted_decodes):
+    path = tmp_path / "raw.h264"   # a raw stream states neither frame count nor duration
+    path.write_bytes(_raw_h264(tmp_path / "a.h264", synthetic_clip(6, 32, 32)))
+    monkeypatch.setattr(video_io, "frame_memory_limit", lambda: 4 * 32 * 32 * 3)
+    with pytest.raises(VideoError, match="it holds at least 5 frames of 32x32") as error:
+        read_video(path)
+    assert_one_line_naming(error, path)
+    assert len(counted_decodes) == 5
+    assert read_video(path, stop=4).frames.shape == (4, 32, 32, 3)
+
+
+def test_an_image_folder_over_the_bound_is_refused_after_reading_one_image(tmp_path, monkeypatch):
+    path = write_lossless(tmp_path, "folder")
+    read = []
+    real = video_io._read_image
+    monkeypatch.setattr(video_io, "_read_image", lambda *a: read.append(1) or real(*a))
+    monkeypatch.setattr(video_io, "frame_memory_limit", lambda: 9 * 32 * 48 * 3)
+    with pytest.raises(VideoError, match="the read needs 10 frames of 48x32"):
+        read_video(path)
+    assert read == [1]
+    np.testing.assert_array_equal(read_video(path, 1).frames, CLIP[1:])
+
+
+@pytest.mark.parametrize("stop", [None, 120])
+def test_frames_are_read_into_one_array_so_the_peak_is_about_the_frames_themselves(stop):
+    """A list of frames then np.stack peaks at twice the frames; the preallocated array at once."""
+    carphone = bundled_clip("carphone")
+    read_video(carphone, 0, 2)
+    tracemalloc.start()
+    try:
+        frames = read_video(carphone, 0, stop).frames
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert frames.shape == (120, 144, 176, 3) and frames.flags.owndata
+    assert peak < 1.2 * frames.nbytes, (peak, frames.nbytes)
+
+
+def test_the_memory_bound_is_half_the_machines_memory():
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert 0 < video_io.frame_memory_limit() <= physical // 2
 
 
 # ------------------------------------------------------------------------------------------ synthetic clips
