@@ -333,8 +333,37 @@ class _Meter:
         return row
 
 
-def _run_phase(step, tree, frames_dev, key, steps: range, done: int, phase: Phase, meter: _Meter,
-               history: list, bar, checkpointer, log_every: int, frames_per_step: int):
+class Interrupted(KeyboardInterrupt):
+    """The fit stopped on request (Ctrl-C) after `step` global steps, with the state checkpointed there."""
+
+    def __init__(self, step: int, total: int):
+        super().__init__(f"stopped at step {step} of {total}")
+        self.step, self.total = step, total
+
+
+@dataclasses.dataclass
+class _Run:
+    """What every phase of one fit reports to: progress, history, checkpoints, the stop request."""
+
+    meter: _Meter
+    history: list
+    bar: Any
+    checkpointer: Any
+    stop: Callable[[], bool] | None
+    log_every: int
+    total: int
+
+    def after_step(self, step: int, tree) -> None:
+        """Checkpoints (every N steps, or at once when a stop was asked for) and stops if asked to."""
+        asked = self.stop is not None and self.stop()
+        if self.checkpointer is not None:
+            self.checkpointer.maybe_save(step, tree, force=asked)
+        if asked:
+            raise Interrupted(step, self.total)
+
+
+def _run_phase(step, tree, frames_dev, key, steps: range, done: int, phase: Phase, run: _Run,
+               frames_per_step: int):
     """Runs local steps `steps` of one phase; returns (state tree, global steps done). A phase with a
     `target_psnr` ends at the first step whose PSNR (before its update) reaches it; that step leaves the
     state unchanged, and the global step count jumps to the phase's end, so a resumed run skips the same
@@ -342,7 +371,7 @@ def _run_phase(step, tree, frames_dev, key, steps: range, done: int, phase: Phas
     never idles the device between steps."""
     mse_stop = _mse_stop(phase)
     lag = 0 if mse_stop >= 0 else 1
-    pending, reached = collections.deque(), False
+    pending, reached, meter = collections.deque(), False, run.meter
     for s in steps:
         ts = time.perf_counter()
         tree, loss, mse = step(tree, frames_dev, key, np.int32(s))   # numpy: no dispatch of its own
@@ -353,18 +382,17 @@ def _run_phase(step, tree, frames_dev, key, steps: range, done: int, phase: Phas
             reached = float(mse) <= mse_stop
             skip = steps[-1] - ps if reached else 0
             done += 1 + skip
-            if bar:
-                bar.update(1 + skip)
-            if meter.n == log_every or ps == steps[-1] or reached:
-                history.append(meter.row(phase.name, done))
-                if bar:
-                    bar.set_postfix_str(f"{phase.name} loss {history[-1]['loss']:.4f} "
-                                        f"psnr {history[-1]['psnr']:.2f}")
+            if meter.n == run.log_every or ps == steps[-1] or reached:
+                run.history.append(meter.row(phase.name, done))
+                if run.bar:   # before the update, so that a line the bar prints shows these numbers
+                    run.bar.set_postfix_str(f"{phase.name} loss {run.history[-1]['loss']:.4f} "
+                                            f"psnr {run.history[-1]['psnr']:.2f}")
+            if run.bar:
+                run.bar.update(1 + skip)
         if s > 0:   # the first step of a phase pays for compilation
             meter.timed_frames += frames_per_step
             meter.timed_s += time.perf_counter() - ts
-        if checkpointer is not None:
-            checkpointer.maybe_save(done + len(pending), tree)
+        run.after_step(done + len(pending), tree)
         if reached:
             break
     return tree, done
@@ -384,13 +412,16 @@ def _resume(checkpointer, train: TrainConfig, starts, state: _State) -> tuple[in
 
 
 def fit(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, *, progress=None,
-        checkpointer=None, log_every: int = 50) -> FitResult:
+        checkpointer=None, log_every: int = 50, stop: Callable[[], bool] | None = None) -> FitResult:
     """Fits `config`'s model to `frames` through every phase of `train`.
 
     Args:
-      frames: (T, H, W, 3) uint8, the source video.
+      frames: (T, H, W, 3) uint8, the source video; it goes to the device as uint8 once, and each step
+        converts only its batch to float.
       progress: optional callable(total_steps) -> bar with .update(n), .set_postfix_str(s), .close().
       checkpointer: optional train.checkpoint.Checkpointer; its latest state (if any) is resumed.
+      stop: optional callable polled after every step; once it returns True the state is checkpointed
+        at that step (with a checkpointer) and Interrupted is raised.
     Returns:
       FitResult with the float variables to quantize, history and speed figures.
     """
@@ -401,9 +432,10 @@ def fit(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, *, 
     frames_dev = jnp.asarray(frames)
     shuffle_key = jax.random.fold_in(jax.random.key(train.seed), 2)
     bar = progress(int(starts[-1])) if progress else None
-    if bar:
+    if bar and done:
         bar.update(done)
-    history, meter, t0, float_psnr = [], _Meter(), time.perf_counter(), None
+    run = _Run(_Meter(), [], bar, checkpointer, stop, log_every, int(starts[-1]))
+    t0, float_psnr = time.perf_counter(), None
     for k, phase in enumerate(train.phases):
         if done >= starts[k + 1]:
             continue
@@ -411,13 +443,13 @@ def fit(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, *, 
             state = _start_phase(spec, config, train, k, state, frames)
         step = make_step(config, train, phase, steps[k], policy, frames.shape[0])
         tree, done = _run_phase(step, state.tree(), frames_dev, jax.random.fold_in(shuffle_key, k),
-                                range(done - starts[k], steps[k]), done, phase, meter, history, bar,
-                                checkpointer, log_every, phase.batch_size(train.batch, frames.shape[0]))
+                                range(done - starts[k], steps[k]), done, phase, run,
+                                phase.batch_size(train.batch, frames.shape[0]))
         state = _State.of(tree)
-        start, stop = phase.frame_range(frames.shape[0])
+        start, stop_frame = phase.frame_range(frames.shape[0])
         end_psnr = _evaluate(_eval_fn(config, phase, policy), state.variables, state.aux, frames,
-                             start=start, stop=stop)
-        history.append({"phase": phase.name, "step": done, "phase_end_psnr": end_psnr})
+                             start=start, stop=stop_frame)
+        run.history.append({"phase": phase.name, "step": done, "phase_end_psnr": end_psnr})
         if not phase.quantize:
             float_psnr = end_psnr
     if bar:
@@ -425,5 +457,6 @@ def fit(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, *, 
     variables = state.variables
     if spec.finalize is not None and train.phases[-1].use_encoder:
         variables = spec.finalize(config, variables, state.aux, frames)
+    meter = run.meter
     fps = meter.timed_frames / meter.timed_s if meter.timed_s > 0 else float("nan")
-    return FitResult(variables, history, time.perf_counter() - t0, fps, float_psnr, state.aux)
+    return FitResult(variables, run.history, time.perf_counter() - t0, fps, float_psnr, state.aux)
