@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
+import os
 import shutil
+import signal
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from codec import api
 from codec.api import QuantPolicy
@@ -19,8 +24,16 @@ from inr.errors import ConfigError
 from inr.video import Video, bundled_clip, read_video, write_video
 from train import presets
 from train.checkpoint import Checkpointer
-from train.encode import Encoded, encode, make_config, run_id
+from train.encode import Diverged, Encoded, encode, make_config, run_id
+from train.loop import Interrupted
+from train.progress import progress_for
 from train.schedule import TrainConfig
+
+# Test hook of tests/train/test_crash.py: SIGKILL the process right after the checkpoint of this global
+# step is on disk. Killing from outside at a chosen step cannot be timed (a tiny fit runs a step in
+# milliseconds, and a poller would land anywhere in the run), while the kill itself must be real: no
+# `finally`, no atexit, no orbax close runs, exactly as when the machine dies.
+KILL_AT_STEP_ENV = "NERVA_TEST_KILL_AT_STEP"
 
 
 def _train_config(args, model: str, config) -> TrainConfig:
@@ -28,30 +41,117 @@ def _train_config(args, model: str, config) -> TrainConfig:
 
 
 def _progress(quiet: bool):
-    if quiet:
-        return None
-    return lambda total: tqdm(total=total, unit="step", dynamic_ncols=True, leave=True)
+    return None if quiet else progress_for(sys.stderr)
 
 
-def fit_video(video: Video, output: Path, args, checkpoint_every: int = 500, resume: bool = False) -> dict:
-    """Fits `video`, writes `output` atomically, decodes it back and returns the summary row."""
+def checkpoint_dir(output: Path) -> Path:
+    return output.with_name(output.name + ".ckpt")
+
+
+def check_output(output: Path, source: Path | None = None) -> None:
+    """Refuses, before any work, an output that would destroy the input or cannot be written: the input
+    itself (also through a link, or the checkpoint folder beside it), a place inside an input folder, an
+    existing directory, a missing or read-only directory."""
+    if source is not None and source.exists():
+        if output.exists() and os.path.samefile(source, output):
+            raise ConfigError(f"output {output} is the input video itself; choose another name")
+        # where the file and its checkpoints will go: a link at `output` is replaced, not followed
+        src, out = source.resolve(), output.parent.resolve() / output.name
+        if source.is_dir() and out.is_relative_to(src):
+            raise ConfigError(f"output {output} lies inside the input folder {source}; write it elsewhere")
+        if src.is_relative_to(checkpoint_dir(out)):
+            raise ConfigError(f"the input {source} lies where the fit keeps its checkpoints "
+                              f"({checkpoint_dir(output)}); choose another output name")
+    if output.is_dir():
+        raise ConfigError(f"output {output} is a directory; give a file name, e.g. {output / 'clip.nerva'}")
     if not output.parent.is_dir():
         raise ConfigError(f"output directory {output.parent} does not exist")
+    if not os.access(output.parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write to the output directory {output.parent}")
+    ckpt = checkpoint_dir(output)
+    if ckpt.exists() and not ckpt.is_dir():
+        raise ConfigError(f"{ckpt} (where the fit keeps its checkpoints) exists and is not a directory")
+
+
+def remove_stale_temps(output: Path) -> None:
+    """Deletes the temporary siblings (`.NAME.XXXXXXXX.tmp`, codec.container.write_atomic's) that a run
+    killed while writing `output` left behind."""
+    for tmp in output.parent.glob(f".{glob.escape(output.name)}.????????.tmp"):
+        if tmp.is_file() and not tmp.is_symlink():
+            tmp.unlink(missing_ok=True)
+
+
+def _checkpointer(directory: Path, rid: str, every: int) -> Checkpointer:
+    kill_at = os.environ.get(KILL_AT_STEP_ENV)
+    return Checkpointer(directory, rid, every) if not kill_at else _KilledAt(directory, rid, every, int(kill_at))
+
+
+class _KilledAt(Checkpointer):
+    """The KILL_AT_STEP_ENV test hook: checkpoints the first step at or past `kill_at`, waits until that
+    checkpoint is committed (so the test knows where the resume starts), then SIGKILLs the process."""
+
+    def __init__(self, directory, rid, every, kill_at: int):
+        super().__init__(directory, rid, every)
+        self.kill_at = kill_at
+
+    def maybe_save(self, step: int, state, force: bool = False) -> None:
+        super().maybe_save(step, state, force=force or step >= self.kill_at)
+        if step >= self.kill_at:
+            self._mngr.wait_until_finished()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def ctrl_c_stops():
+    """Within: the first Ctrl-C (SIGINT) asks the loop to checkpoint and stop after the step under way
+    (the yielded callable turns True); a second one interrupts at once. Outside the main thread (no
+    signal handlers there), Ctrl-C keeps its default action."""
+    asked = threading.Event()
+
+    def handler(signum, frame):
+        if asked.is_set():
+            raise KeyboardInterrupt
+        asked.set()
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:   # not the main thread
+        yield asked.is_set
+        return
+    try:
+        yield asked.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def fit_video(video: Video, output: Path, args, checkpoint_every: int = 500, resume: bool = False,
+              source: Path | None = None) -> dict:
+    """Fits `video` (read from `source`, if given, which must survive), writes `output` atomically (bytes
+    that train.encode.encode has read back), decodes it and returns the summary row. Ctrl-C checkpoints and
+    raises train.loop.Interrupted; a diverged fit raises Diverged and leaves neither output nor checkpoint."""
+    check_output(output, source)
+    remove_stale_temps(output)
     frames = video.frames
     geometry = Geometry.of(*frames.shape[:3], fps=video.fps)
     size = None if args.bpp else (args.size or presets.preset(args.model).size)
     config = make_config(args.model, geometry, n_params=size, bpp=args.bpp, bits=args.bits)
     train = _train_config(args, args.model, config)
     policy = QuantPolicy(bits=args.bits, embed_bits=args.embed_bits)
-    ckpt_dir = output.with_name(output.name + ".ckpt")
+    ckpt_dir = checkpoint_dir(output)
     if not resume:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
-    ckpt = Checkpointer(ckpt_dir, run_id(config, train, policy, frames), checkpoint_every)
+    elif not ckpt_dir.is_dir():
+        print(f"nerva: no checkpoint in {ckpt_dir}; starting from scratch", file=sys.stderr)
+    ckpt = _checkpointer(ckpt_dir, run_id(config, train, policy, frames), checkpoint_every)
     try:
-        enc = encode(config, frames, train, policy, progress=_progress(args.quiet), checkpointer=ckpt)
+        with ctrl_c_stops() as stop:
+            enc = encode(config, frames, train, policy, progress=_progress(args.quiet), checkpointer=ckpt,
+                         stop=stop)
+    except Diverged:
+        ckpt.close(remove=True)   # resuming would only diverge again
+        raise
     finally:
         ckpt.close()
-    write_atomic(output, enc.data)
+    write_atomic(output, enc.data)   # encode checked that these bytes read back
     ckpt.close(remove=True)
     return summarize(output, frames, enc)
 
@@ -86,8 +186,15 @@ def print_summary(row: dict, as_json: bool) -> None:
 
 def cmd_fit(args) -> int:
     start, stop = args.frames or (0, None)
-    video = read_video(args.input, start, stop, size=args.resize)
-    row = fit_video(video, Path(args.output), args, args.checkpoint_every, args.resume)
+    source, output = Path(args.input), Path(args.output)
+    check_output(output, source)   # before reading the video, so a refusal costs nothing
+    video = read_video(source, start, stop, size=args.resize)
+    try:
+        row = fit_video(video, output, args, args.checkpoint_every, args.resume, source=source)
+    except Interrupted as e:
+        print(f"nerva: interrupted at step {e.step} of {e.total}; checkpoint saved in "
+              f"{checkpoint_dir(output)}; run the same command with --resume to continue", file=sys.stderr)
+        return 130
     print_summary(row, args.json)
     return 0
 
@@ -101,7 +208,13 @@ def cmd_demo(args) -> int:
     clip = bundled_clip("carphone")
     print(f"nerva demo: fitting {clip.name} with {args.model}; results go to {out}/")
     video = read_video(clip)
-    row = fit_video(video, out / "carphone.nerva", args)
+    try:
+        row = fit_video(video, out / "carphone.nerva", args)
+    except Interrupted as e:
+        print(f"nerva: interrupted at step {e.step} of {e.total}; the demo starts over when run again",
+              file=sys.stderr)
+        shutil.rmtree(checkpoint_dir(out / "carphone.nerva"), ignore_errors=True)
+        return 130
     config, variables = api.load(out / "carphone.nerva")
     write_video(out / "carphone_decoded.mp4", decode_frames(config, variables), fps=video.fps)
     print_summary(row, args.json)

@@ -12,10 +12,12 @@ import numpy as np
 
 from codec import api
 from codec.api import QuantPolicy
+from codec.bytesio import FormatError
+from codec.params import flatten
 from codec.quant import QuantizedTensor, bits_spanned
 from inr import registry
 from inr.config import Geometry
-from inr.errors import ConfigError
+from inr.errors import ConfigError, NervaError
 from train.loop import FitResult, fit
 from train.schedule import TrainConfig
 
@@ -34,6 +36,10 @@ def params_for_bpp(geometry: Geometry, bpp: float, bits: int) -> int:
     return int(bpp * geometry.pixels / per_param)
 
 
+class Diverged(NervaError):
+    """The fit ended with non-finite weights: nothing worth writing or resuming."""
+
+
 @dataclasses.dataclass
 class Encoded:
     data: bytes                    # the complete .nerva file
@@ -46,7 +52,7 @@ def run_id(config, train: TrainConfig, policy: QuantPolicy, frames: np.ndarray) 
     """Identifies a run for resuming: model, schedule, policy and the frames' bytes."""
     h = hashlib.sha256(json.dumps([registry.spec_of(config).name, config.to_dict(), train.to_dict(),
                                    dataclasses.asdict(policy)], sort_keys=True).encode())
-    h.update(np.ascontiguousarray(frames).tobytes())
+    h.update(np.ascontiguousarray(frames).reshape(-1))   # the buffer itself: no copy of the clip
     return h.hexdigest()[:16]
 
 
@@ -69,16 +75,33 @@ def make_config(model: str, geometry: Geometry, n_params: int | None = None, bpp
         raise ConfigError(f"{model}: {e}") from None
 
 
+def check_finite(variables, aux=None) -> None:
+    """Raises Diverged naming the first tensor that holds a NaN or an infinity."""
+    for path, x in flatten({"variables": variables, "aux": aux or {}}):
+        if not np.isfinite(np.asarray(x)).all():
+            raise Diverged(f"the fit diverged (non-finite weights in {path}); try a lower --lr")
+
+
 def encode(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, **fit_kwargs) -> Encoded:
-    """Fits and compresses; `fit_kwargs` go to train.loop.fit (progress, checkpointer)."""
+    """Fits and compresses; `fit_kwargs` go to train.loop.fit (progress, checkpointer, stop).
+
+    The bytes returned always read back as a .nerva file: Diverged is raised instead when the fitted
+    weights are not all finite, or do not make a valid file (e.g. quantization steps beyond float16)."""
     result = fit(config, frames, train, policy, **fit_kwargs)
+    check_finite(result.variables, result.aux)
     t = time.perf_counter()
     spec = registry.spec_of(config)
-    if spec.quantize is not None:   # a family with learned quantization steps (NIRVANA)
-        quantized = {p: QuantizedTensor(sym, steps, bits_spanned(sym))
-                     for p, (sym, steps) in spec.quantize(config, result.variables, result.aux).items()}
-    else:
-        quantized = api.quantize_variables(result.variables, policy)
-    data = api.compress(config, quantized)
+    with np.errstate(over="ignore", invalid="ignore"):   # an overflow is reported below, in one line
+        if spec.quantize is not None:   # a family with learned quantization steps (NIRVANA)
+            quantized = {p: QuantizedTensor(sym, steps, bits_spanned(sym))
+                         for p, (sym, steps) in spec.quantize(config, result.variables, result.aux).items()}
+        else:
+            quantized = api.quantize_variables(result.variables, policy)
+        data = api.compress(config, quantized)
+    try:
+        api.decompress(data)
+    except FormatError as e:
+        raise Diverged(f"the fitted weights do not make a valid file ({e}); the fit probably diverged, "
+                       "try a lower --lr") from None
     result.seconds += time.perf_counter() - t
     return Encoded(data, config, quantized, result)
