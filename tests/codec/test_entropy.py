@@ -232,3 +232,78 @@ def test_fit_rejects_non_integer_and_too_wide_input():
         entropy.fit_model(np.array([0.5, 1.0]))
     with pytest.raises(ValueError):
         entropy.fit_model(np.array([0, entropy.MAX_SUPPORT]))
+
+
+# The reader's bounds on tables and streams (FORMAT.md §7.4, §8.3).
+
+
+def test_no_laplace_table_computes_more_than_2_to_the_20_powers_of_theta():
+    """theta = 65535/65536 decays slowest; its truncated powers reach 0 after 1,037,195 products."""
+    power, steps = 1 << 38, 0
+    while power:
+        power = (power * 65535) >> 16
+        steps += 1
+    assert steps == 1_037_195 <= entropy.LAPLACE_MAX_POWERS == 1 << 20   # the last product is the 0
+    assert entropy.table_cost(LAPLACE, 1 << 30, 1 << 30) == 1 + (1 << 20)
+    assert entropy.table_cost(LAPLACE, -3, 5) == 9 + 5
+    assert entropy.table_cost(UNIFORM, 1 << 30, (1 << 30) + 9) == 10
+
+
+def test_the_table_budget_refuses_the_first_model_past_it():
+    budget = entropy.TableBudget(1000)
+    assert budget.limit == (1 << 20) + 64 * 1000
+    budget.take(budget.limit - 5)
+    budget.take(5)
+    with pytest.raises(FormatError, match="more than the 1112576 table entries"):
+        budget.take(1)
+    assert entropy.TableBudget(10 ** 9).limit == 1 << 25
+
+
+def test_the_table_caches_keep_no_large_table():
+    wide = EntropyModel(UNIFORM, 0, (1 << 20) - 1, ())
+    for cached in (entropy._frequency_table, entropy._coding_table):
+        cached.cache_clear()
+        cached(wide)
+        cached(EntropyModel(UNIFORM, 0, 4095, ()))
+        assert cached.cache_info().currsize == 1   # only the small one
+
+
+@pytest.mark.parametrize("model", example_models(), ids=lambda m: f"{entropy.KIND_NAMES[m.kind]}[{m.lo},{m.hi}]")
+def test_min_bits_per_symbol_is_the_cost_of_the_most_frequent_symbol(model):
+    table = model.frequencies()
+    total = int(table.sum())
+    assert entropy.min_bits_per_symbol(model) == pytest.approx(np.log2(total / table.max()), abs=1e-12)
+    assert entropy.codes_nothing(model) == (np.count_nonzero(table) == 1)
+
+
+def models_that_code(x: np.ndarray) -> list[EntropyModel]:
+    """The fitted model of x and every example model in whose support x has no zero-frequency symbol."""
+    x = x.ravel().astype(np.int64)
+    fits = [m for m in example_models() if x.size and m.lo <= x.min() and x.max() <= m.hi
+            and np.all(m.frequencies()[x - m.lo] > 0)]
+    return [entropy.fit_model(x), *fits]
+
+
+def test_every_encoded_stream_is_longer_than_its_symbols_least_bits():
+    """FORMAT.md §8.3: a valid stream of W words holds fewer than 32·W bits, so the reader's bound
+    (with 2 words of slack) never refuses one; checked on encoder output of every example."""
+    rng = np.random.default_rng(1)
+    arrays = {**example_arrays(), "one bit": rng.integers(0, 2, 999), "skewed": sparse_ints(rng, 5000, 0.999)}
+    for name, x in arrays.items():
+        for model in models_that_code(x):
+            words = len(entropy.encode([(x, model)])) // 4
+            info = entropy.ideal_bits(x, model)
+            assert x.size * entropy.min_bits_per_symbol(model) <= info + 1e-6
+            assert info < 32 * words or info == words == 0, (name, model, info, words)
+
+
+def test_a_stream_too_short_for_its_symbols_is_refused_before_decoding():
+    model = EntropyModel(UNIFORM, 0, 255, ())   # 8 bits per symbol exactly
+    with pytest.raises(FormatError, match="payload of 2 words is too short for its symbols"):
+        entropy.decode(bytes(8), [(16 + 1, model)])   # 136 bits > 32·(2 + 2)
+    assert len(entropy.decode(bytes(8), [(16, model)])[0]) == 16   # 128 bits: within the slack
+
+
+def test_a_tensor_that_codes_nothing_decodes_to_a_read_only_broadcast():
+    (out,) = entropy.decode(b"", [(10 ** 7, EntropyModel(UNIFORM, 7, 7, ()))])
+    assert out.shape == (10 ** 7,) and out.strides == (0,) and not out.flags.writeable and out[123] == 7
