@@ -3,13 +3,15 @@
 import dataclasses
 import hashlib
 import json
+import math
 import pathlib
 
 import numpy as np
 import pytest
 
 import inr
-from codec import api, container
+from codec import api, container, entropy
+from codec.bytesio import ByteReader
 
 GOLDEN_DIR = pathlib.Path(__file__).resolve().parents[1] / "data" / "format_v1"
 REGENERATE = "run `python tests/data/make_golden.py` from the repository root to write it"
@@ -81,3 +83,35 @@ def test_reencoding_the_decoded_tensors_reproduces_the_file_byte_for_byte(name):
     assert [s.body for s in old[1:]] == [s.body for s in new[1:]]
     if len(new[0].body) == len(old[0].body):
         assert again == data
+
+
+def test_golden_layout_crcs_are_the_ones_format_md_states():
+    """FORMAT.md §6.1: today's tiny() layouts, except HNeRV's golden file, written with a 1 x 1 embedding."""
+    stated = {"nerv": {"params": 0xF9D3BD98}, "cam": {"params": 0xFF79D1E4}, "nervpp": {"params": 0x59887488},
+              "hnerv": {"latents": 0x1C03BDFE, "params": 0x428B32FD},
+              "nirvana": {"group000": 0x227FBF4B, "group001": 0x227FBF4B}}
+    for name, crcs in stated.items():
+        data, expected = golden(name)
+        got = {}
+        for s in container.unpack(data)[1][1:]:   # §6: string name, (RESIDUAL: string reference), u32 CRC
+            r = ByteReader(s.body)
+            collection = r.blob().decode()
+            if s.kind == container.RESIDUAL:
+                r.blob()
+            got[collection] = r.u32()
+        assert got == crcs, name
+    config = golden("hnerv")[1]["config"]
+    assert (config["embed_h"], config["embed_w"]) == (1, 1)
+    assert inr.get("hnerv").config_cls.tiny().to_dict() != config
+
+
+@pytest.mark.parametrize("name", inr.names())
+def test_golden_files_use_a_small_part_of_the_readers_limits(name):
+    """The size limit and table budget (FORMAT.md §5.1, §7.4) leave every real file far inside them."""
+    data, _ = golden(name)
+    config, collections, _ = api.parse(data)
+    elements = sum(math.prod(info.shape) for _, infos in collections.values() for info in infos)
+    entries = sum(entropy.table_cost(i.model.kind, i.model.lo, i.model.hi)
+                  for _, infos in collections.values() for i in infos)
+    assert elements < api.element_limit(len(data)) / 10
+    assert entries < entropy.TableBudget(len(data)).limit / 10

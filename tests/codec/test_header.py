@@ -142,3 +142,19 @@ def test_a_header_with_appended_fields_round_trips_them_and_an_older_reader_refu
     assert read_config(SettingsV2, data) == new
     with pytest.raises(FormatError, match="trailing"):
         read_config(SettingsV1, data)   # dropping fields silently would decode a different model
+
+
+@pytest.mark.parametrize("name", inr.names())
+def test_a_header_body_ending_inside_the_geometry_is_truncated_although_its_fps_fields_have_defaults(name):
+    """FORMAT.md §4.1: defaults are filled only at the end of the top-level class, never in a nested one."""
+    config = config_of(name, "tiny")
+    data = write_config(config)
+    assert data[:5] == bytes([0x10, 0x40, 0x60, 0x32, 0x02])   # 8 frames, 32 x 48, 25 / 1 fps: 1 byte each
+    for cut in range(1, 5):
+        with pytest.raises(FormatError, match="file header is truncated"):
+            read_config(type(config), data[:cut])
+    if all(f.default is not dataclasses.MISSING for f in dataclasses.fields(config)[1:]):
+        assert read_config(type(config), data[:5]) == type(config)(config.geometry)
+    else:
+        with pytest.raises(FormatError, match="file header is truncated"):
+            read_config(type(config), data[:5])

@@ -6,7 +6,9 @@ encoder that wrote them (a v1 reader must keep decoding them), so do not overwri
 unless the v1 format itself was wrong.
 
 Per model: its `tiny()` config, initialised with `jax.random.key(0)`, every tensor quantized at 6 bits;
-a family with its own learned quantizer (NIRVANA) instead gets a 2-epoch fit of a synthetic clip.
+a family with its own learned quantizer (NIRVANA) instead gets a 2-epoch fit of a synthetic clip. A file
+keeps the `tiny()` of the day it was written, which the .json records: HNeRV's has changed since (its
+golden file has a 1 x 1 embedding, codec/FORMAT.md §14).
 The tests never re-run init (its values depend on the XLA optimisation level); they decode the stored
 file and compare with the JSON summary written here.
 """
