@@ -9,10 +9,11 @@ import jax
 import jax.numpy as jnp
 
 from inr import sizing
-from inr.cam import CAMOption, frame_position
-from inr.config import ConfigBase, Geometry
-from inr.grid import plan_strides
-from inr.layers import ACTIVATIONS, Conv, UpBlock, activation, gelu, output_head
+from inr.cam import CAM_LIMITS, CAMOption, frame_position
+from inr.config import MAX_SIDE, ConfigBase, Geometry, Limit
+from inr.errors import ConfigError
+from inr.grid import MAX_STAGES, MAX_STRIDE, STAGE_LIMITS, check_stage_grid, plan_strides
+from inr.layers import ACTIVATIONS, MAX_CHANNELS, MAX_KERNEL, Conv, UpBlock, activation, gelu, output_head
 from inr.registry import ModelSpec, register
 
 BASE_CELLS = 12          # HNeRV's decoder starts from a small grid (bunny 640×1280: 2×4)
@@ -44,16 +45,26 @@ class HNeRVConfig(CAMOption, ConfigBase):
     cam_nodes: int = 0              # CAM temporal grid nodes per block (inr/cam.py); 0 = off
     cam_lr_mult: float = 10.0       # learning-rate multiplier of the CAM tables
 
+    # The embedding grid is at most the base grid (it divides it); an encoder stage merges up to two
+    # decoder stages (encoder_strides), so it has at most MAX_STAGES stages of at most MAX_STRIDE² each.
+    LIMITS = dict(STAGE_LIMITS, embed_h=Limit(1, MAX_SIDE), embed_w=Limit(1, MAX_SIDE),
+                  embed_channels=Limit(1, MAX_CHANNELS), kernels=Limit(1, MAX_KERNEL, min_len=1, max_len=MAX_STAGES),
+                  enc_strides=Limit(1, MAX_STRIDE ** 2, min_len=1, max_len=MAX_STAGES),
+                  enc_dim=Limit(1, MAX_CHANNELS), act=Limit(choices=tuple(ACTIVATIONS)), **CAM_LIMITS)
+
     def __post_init__(self):
-        self.check_cam()
-        if not len(self.channels) == len(self.strides) == len(self.kernels):
-            raise ValueError("channels, strides and kernels need one entry per stage")
-        if self.act not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {self.act!r}")
+        self.check_limits()
+        name = type(self).__name__
+        if len(self.kernels) != len(self.strides):
+            raise ConfigError(f"{name}: kernels and strides need one entry per stage, got {len(self.kernels)} "
+                              f"and {len(self.strides)}")
+        check_stage_grid(self)
         if self.base_h % self.embed_h or self.base_w % self.embed_w:
-            raise ValueError("the embedding grid must divide the base grid")
+            raise ConfigError(f"{name}: the embedding grid {self.embed_h}x{self.embed_w} must divide the base "
+                              f"grid {self.base_h}x{self.base_w}")
         if _prod(self.enc_strides) != _prod(self.strides):
-            raise ValueError("encoder and decoder strides must have the same product")
+            raise ConfigError(f"{name}: encoder and decoder strides must have the same product, got "
+                              f"{_prod(self.enc_strides)} and {_prod(self.strides)}")
 
     @classmethod
     def for_size(cls, geometry: Geometry, n_params: int, **overrides) -> "HNeRVConfig":

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from inr.cam import TemporalModulation
+from inr.errors import ConfigError
 
 
 def pixel_shuffle(x: jnp.ndarray, r: int) -> jnp.ndarray:
@@ -41,6 +42,22 @@ ACTIVATIONS: dict[str, Callable] = {
 
 def activation(name: str) -> Callable:
     return ACTIVATIONS[name]
+
+
+# Sane limits of the layer sizes any config (so any file header, codec/FORMAT.md §4.3) may hold, far
+# above every preset: for_size's width solver stops below 4096 (stem MLPs are twice that), kernels
+# are 1..5. They keep tracing bounded (a depthwise conv unrolls k² multiply-adds) and every shape
+# product small enough to compare with a file's length before anything is allocated.
+MAX_CHANNELS = 2 ** 14     # any channel count or hidden width
+MAX_KERNEL = 15            # any conv kernel side
+MAX_PE_LEVELS = 128        # NeRV's positional encoding levels L (presets: 40)
+MAX_PE_OCTAVES = 64        # pe_base^L <= 2^64: the highest frequency stays finite in float32 (NeRV: 1.25^40 ≈ 2^13)
+
+
+def check_positional_encoding(where: str, base: float, levels: int) -> None:
+    """Raises ConfigError unless base^levels <= 2^MAX_PE_OCTAVES (in logs: no float overflow here)."""
+    if levels * math.log2(base) > MAX_PE_OCTAVES:
+        raise ConfigError(f"{where}: pe_base^pe_levels = {base:g}^{levels} exceeds 2^{MAX_PE_OCTAVES}")
 
 
 # PyTorch's default Conv/Linear init: kaiming_uniform(a=√5) gives U(±1/√fan_in) for the weights;

@@ -10,9 +10,11 @@ import jax.numpy as jnp
 
 from inr import sizing
 from inr.cam import CAMOption, frame_position
-from inr.config import ConfigBase, Geometry
-from inr.grid import plan_strides
-from inr.layers import ACTIVATIONS, Conv, Dense, UpBlock, activation, output_head, positional_encoding
+from inr.cam import CAM_LIMITS
+from inr.config import ConfigBase, Geometry, Limit
+from inr.grid import STAGE_LIMITS, check_stage_grid, plan_strides
+from inr.layers import (ACTIVATIONS, MAX_CHANNELS, MAX_KERNEL, MAX_PE_LEVELS, Conv, Dense, UpBlock, activation,
+                        check_positional_encoding, output_head, positional_encoding)
 from inr.registry import ModelSpec, register
 
 BASE_CELLS = 150   # NeRV's base grid is ~9×16 cells (bunny); the planner keeps it at most this big
@@ -47,12 +49,14 @@ class NeRVConfig(CAMOption, ConfigBase):
     cam_nodes: int = 0              # CAM temporal grid nodes per block (inr/cam.py); 0 = off
     cam_lr_mult: float = 10.0       # learning-rate multiplier of the CAM tables
 
+    LIMITS = dict(STAGE_LIMITS, stem_width=Limit(1, MAX_CHANNELS), pe_base=Limit(1, 16),
+                  pe_levels=Limit(1, MAX_PE_LEVELS), kernel=Limit(1, MAX_KERNEL), act=Limit(choices=tuple(ACTIVATIONS)),
+                  **CAM_LIMITS)
+
     def __post_init__(self):
-        self.check_cam()
-        if len(self.channels) != len(self.strides):
-            raise ValueError("channels and strides need one entry per stage")
-        if self.act not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {self.act!r}")
+        self.check_limits()
+        check_positional_encoding(type(self).__name__, self.pe_base, self.pe_levels)
+        check_stage_grid(self)
 
     @classmethod
     def for_size(cls, geometry: Geometry, n_params: int, **overrides) -> "NeRVConfig":

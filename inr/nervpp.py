@@ -24,9 +24,11 @@ import jax
 import jax.numpy as jnp
 
 from inr import sizing
-from inr.cam import CAMOption, frame_position
-from inr.config import ConfigBase, Geometry
-from inr.layers import ACTIVATIONS, Conv, Dense, UpBlock, activation, gelu, output_head, positional_encoding
+from inr.cam import CAM_LIMITS, CAMOption, frame_position
+from inr.config import ConfigBase, Geometry, Limit
+from inr.grid import STAGE_LIMITS, check_stage_grid
+from inr.layers import (ACTIVATIONS, MAX_CHANNELS, MAX_KERNEL, MAX_PE_LEVELS, Conv, Dense, UpBlock, activation,
+                        check_positional_encoding, gelu, output_head, positional_encoding)
 from inr.nerv import width_fields
 from inr.registry import ModelSpec, register
 
@@ -50,14 +52,14 @@ class NeRVPPConfig(CAMOption, ConfigBase):
     cam_nodes: int = 0              # CAM temporal grid nodes per block (inr/cam.py); 0 = off
     cam_lr_mult: float = 10.0       # learning-rate multiplier of the CAM tables
 
+    LIMITS = dict(STAGE_LIMITS, stem_width=Limit(1, MAX_CHANNELS), pe_base=Limit(1, 16),
+                  pe_levels=Limit(1, MAX_PE_LEVELS), act=Limit(choices=tuple(ACTIVATIONS)),
+                  gate_expansion=Limit(1, 16), gate_kernel=Limit(1, MAX_KERNEL, odd=True), **CAM_LIMITS)
+
     def __post_init__(self):
-        if len(self.channels) != len(self.strides):
-            raise ValueError("channels and strides need one entry per stage")
-        if self.act not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {self.act!r}")
-        if not 1 <= self.gate_expansion <= 16 or self.gate_kernel < 1 or self.gate_kernel % 2 == 0:
-            raise ValueError("gate_expansion must lie in [1, 16] and gate_kernel be odd and positive")
-        self.check_cam()
+        self.check_limits()
+        check_positional_encoding(type(self).__name__, self.pe_base, self.pe_levels)
+        check_stage_grid(self)
 
     @classmethod
     def for_size(cls, geometry: Geometry, n_params: int, **overrides) -> "NeRVPPConfig":

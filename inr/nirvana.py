@@ -53,8 +53,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from inr import sizing
-from inr.config import ConfigBase, Geometry
-from inr.layers import Conv, Dense, gelu, inits, output_head, uniform_init
+from inr.config import ConfigBase, Geometry, Limit
+from inr.grid import check_render
+from inr.layers import MAX_CHANNELS, Conv, Dense, gelu, inits, output_head, uniform_init
 from inr.registry import ModelSpec, register
 
 LAPLACE_FLOOR = 1e-9   # probability floor of the rate estimate (a symbol far in the tail costs ~30 bits)
@@ -87,21 +88,22 @@ class NIRVANAConfig(ConfigBase):
     batch: int = 0                 # frames per step (at most G); 0 or target_psnr: all G (encode time only)
     group0_share: float = 0.25     # share of all steps spent on group 0, fitted from scratch (encode time only)
 
+    # Field limits (codec/FORMAT.md §4.3), far above the presets (G 12, P 8, width < 4096, depth 3, L 6):
+    # at most 1024 frames per group (3·G head outputs); patches of at most 64 cells of 16 pixels; a
+    # SIREN of at most 64 layers (tracing stays short); 2^32 as the highest Fourier frequency of a
+    # coordinate in [-1, 1] (finite in float32, and far past any pixel's detail).
+    LIMITS = dict(group=Limit(1, 1024), cell=Limit(1, 64), up=Limit(1, 16), width=Limit(1, MAX_CHANNELS),
+                  depth=Limit(1, 64), features=Limit(1, MAX_CHANNELS), up_channels=Limit(1, MAX_CHANNELS),
+                  pe_levels=Limit(0, 32), omega0=Limit(0, 1e4, open_lo=True, open_hi=True),
+                  rate_weight=Limit(0, 1e6, open_hi=True), init_bits=Limit(2, 16),
+                  warm_lr=Limit(0, 10, open_lo=True), target_psnr=Limit(0, 100, open_hi=True),
+                  batch=Limit(0, 1024), group0_share=Limit(0, 1, open_lo=True, open_hi=True))
+
     def __post_init__(self):
-        if min(self.group, self.cell, self.up, self.width, self.depth, self.features, self.up_channels) < 1:
-            raise ValueError("group, cell, up, width, depth, features and up_channels must be >= 1")
-        if self.pe_levels < 0 or not 0 < self.omega0 < 1e4 or not 0 <= self.rate_weight < 1e6:
-            raise ValueError("pe_levels >= 0, 0 < omega0 < 1e4 and 0 <= rate_weight < 1e6 are required")
-        if not 2 <= self.init_bits <= 16:
-            raise ValueError("init_bits must lie in 2..16")
-        if not 0 < self.warm_lr <= 10:
-            raise ValueError("warm_lr must lie in (0, 10]")
-        if not 0 <= self.target_psnr < 100:
-            raise ValueError("target_psnr must lie in [0, 100) dB (0: no early stop)")
-        if not 0 < self.group0_share < 1:
-            raise ValueError("group0_share must lie in (0, 1)")
-        if self.batch < 0:
-            raise ValueError("batch must be >= 0 (0: the whole group)")
+        self.check_limits()
+        nh, nw = self.grid
+        check_render(type(self).__name__, self.geometry.height, self.geometry.width, nh * self.patch,
+                     nw * self.patch)
 
     @property
     def patch(self) -> int:

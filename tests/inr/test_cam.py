@@ -130,5 +130,5 @@ def test_bad_model_strings_are_one_line_config_errors(text, match):
 
 def test_an_override_that_breaks_a_constraint_is_a_config_error():
     from train.encode import make_config
-    with pytest.raises(ConfigError, match="cam_nodes must be >= 0"):
+    with pytest.raises(ConfigError, match="cam_nodes must be an integer in 0..4096"):
         make_config("nerv:cam_nodes=-1", Geometry.of(10, 64, 64), n_params=50_000)
