@@ -75,7 +75,12 @@ def load_reference(path, start: int, config) -> np.ndarray:
 
 
 class PlayServer:
-    """The HTTP side of the player: a ThreadingHTTPServer on 127.0.0.1 serving one Player."""
+    """The HTTP side of the player: a threading HTTP server on 127.0.0.1 serving one Player.
+
+    Args:
+      idle_timeout: seconds a connection may stay silent (per socket read or write) before it is closed.
+      max_connections: connections served at once; more wait in the listen backlog.
+    """
 
     def __init__(self, player: Player, reference: np.ndarray | None = None, port: int = 0,
                  file_bytes: int | None = None, title: str = "nerva", idle_timeout: float = IDLE_TIMEOUT_S,

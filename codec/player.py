@@ -9,7 +9,8 @@
 One worker thread owns decoding (one forward pass at a time: on a CPU a second concurrent pass would only
 share the same cores). It decodes, in this order: the batch holding the playhead (the last requested
 frame), other batches callers wait for, then `prefetch` batches ahead of the playhead. Decoded batches stay
-in a cache bounded in bytes; the batches farthest behind the playhead go first, then the farthest ahead.
+in a cache capped in bytes (the prefetch shrinks to fit the cap); the batches farthest behind the playhead
+go first, then the farthest ahead.
 A request far from the previous one is a *seek*: it starts a new generation, the queue is recomputed from
 the new playhead (stale prefetch is never started), and callers still waiting on batches of the old
 generation give up with `Cancelled` (the browser page has abandoned them), except those waiting on the new

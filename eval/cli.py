@@ -192,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "rare pixel value differently)")
     p.add_argument("--prefetch", type=_int_in(0, 1024), default=4, help="batches decoded ahead (default 4)")
     p.add_argument("--cache-mb", type=_float_in(MAX_CACHE_MB), default=256,
-                   help="memory for decoded frames in MiB (default 256)")
+                   help="cap on the decoded frames kept, in MiB (default 256; at least one batch; a smaller cap "
+                        "shortens the prefetch)")
 
     p = sub.add_parser("info", help="describe a .nerva file: config, sections, bytes, bpp")
     p.add_argument("file", help=".nerva file")

@@ -206,9 +206,11 @@ def _read_container(path: Path, start: int, stop: int | None, size: tuple[int, i
             fps = _stream_fps(stream)
             height, width = size or (stream.height, stream.width)
             declared = _declared_frames(container, stream, fps)
-            wanted = stop - start if stop is not None else None if declared is None else max(declared - start, 1)
-            _check_memory(path, wanted or 1, height, width, "it declares" if stop is None else "the range holds")
-            buffer = _FrameBuffer(path, wanted)
+            by_file = stop is None or (declared is not None and declared < stop)   # the file ends first
+            end = declared if by_file else stop   # None: a raw stream, bounded frame by frame as it decodes
+            wanted = None if end is None else max(end - start, 1)
+            _check_memory(path, wanted or 1, height, width, "it declares" if by_file else "the range holds")
+            buffer = _FrameBuffer(path, wanted)   # checks the decoded frames' own size again
             for total, frame in enumerate(container.decode(stream), start=1):
                 if total > start:
                     buffer.add(_frame_to_rgb(frame, size))
@@ -317,6 +319,9 @@ def check_output(path: str | os.PathLike, lossless: bool = False, height: int = 
 
     Nothing is created: callers check an output before doing the work whose result goes there."""
     target = Path(path)
+    home = next((p for p in target.absolute().parents if p.exists()), Path("/"))   # where folders get made
+    if not home.is_dir() or not os.access(home, os.W_OK | os.X_OK):
+        raise VideoError(f"cannot write {target}: {home} is not a writable directory")
     if str(path).endswith(("/", os.sep)) or target.is_dir() or not target.suffix:
         if target.exists() and not target.is_dir():
             raise VideoError(f"cannot write {target}: it exists and is not a directory")

@@ -168,6 +168,11 @@ def test_decode_refuses_a_non_empty_directory_and_a_file_where_a_folder_goes(ner
     assert plain.read_text() == "a file"
 
 
+def test_decode_refuses_an_output_below_a_file_before_decoding(nerva_file, capsys, no_decoding):
+    argv = ["decode", nerva_file, "-o", nerva_file / "sub" / "out.mkv"]
+    assert_refused(capsys, argv, 2, "not a writable directory", source=nerva_file, keep={"clip.nerva"})
+
+
 @pytest.mark.parametrize("out", ["out.mp4", "out.mkv", "out.y4m", "frames/"])
 def test_decode_failing_mid_way_leaves_no_partial_output(out, nerva_file, monkeypatch, capsys):
     real, calls = player.decode_batch, []
@@ -260,7 +265,8 @@ def test_a_bad_video_input_is_a_one_line_error_before_any_fitting(name, tmp_path
 
 
 @pytest.mark.parametrize("frames, words", [("200:", ["start=200", "120 frames"]), ("0:500", ["stop=500", "120"]),
-                                           ("119:121", ["stop=121"])])
+                                           ("119:121", ["stop=121"]),
+                                           ("0:999999999", ["stop=999999999", "120 frames"])])
 def test_a_frame_range_outside_the_video_is_a_one_line_error(frames, words, tmp_path, capsys):
     src = tmp_path / "src" / "carphone.mp4"
     src.parent.mkdir()
