@@ -52,10 +52,11 @@ def _number(text: str, kind=float) -> float | int:
 
 def _in_range(v, text: str, lo, hi, lo_open: bool = False):
     """`v` if lo <= v <= hi (lo < v with lo_open), else a usage error quoting `text`."""
-    if (v <= lo if lo_open else v < lo) or v > hi:
-        low = f"> {lo}" if lo_open else f">= {lo}"
-        high = f"{hi:g}" if isinstance(hi, float) else str(hi)
-        raise argparse.ArgumentTypeError(f"must be {low} and <= {high}: {_shown(text)}")
+    if v <= lo if lo_open else v < lo:
+        raise argparse.ArgumentTypeError(f"must be {'>' if lo_open else '>='} {lo}: {_shown(text)}")
+    if v > hi:
+        span = f"({lo}, {hi:g}]" if lo_open else f"{lo}..{hi}"
+        raise argparse.ArgumentTypeError(f"must lie in {span}: {_shown(text)}")
     return v
 
 
