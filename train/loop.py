@@ -429,7 +429,9 @@ def fit(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, *, 
     steps = phase_steps(train, frames.shape[0])
     starts = np.cumsum([0] + steps)
     done, state = _resume(checkpointer, train, starts, init_state(spec, config, train))
-    frames_dev = jnp.asarray(frames)
+    # uint8 on the device, once; device_put, because jnp.asarray stages a second host copy (peak 3x the
+    # clip instead of 2x: 1.06 vs 0.71 GB for bigbuckbunny's 365 MB on CPU)
+    frames_dev = jax.device_put(np.ascontiguousarray(frames))
     shuffle_key = jax.random.fold_in(jax.random.key(train.seed), 2)
     bar = progress(int(starts[-1])) if progress else None
     if bar and done:

@@ -1,0 +1,228 @@
+"""`nerva fit` never touches its input, never leaves a partial or invalid output, and logs plain lines."""
+
+import hashlib
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from tqdm import tqdm
+
+import inr
+import train.encode
+from codec import api
+from codec.api import QuantPolicy
+from eval.cli import main
+from inr.config import Geometry
+from inr.video import bundled_clip, synthetic_clip, write_video
+from train.encode import Diverged
+from train.schedule import Phase, TrainConfig
+from train.progress import PlainProgress, progress_for
+
+FAST = ["--model", "nerv", "--size", "6k", "--epochs", "1", "--frames", "0:4", "--resize", "48x32",
+        "--seed", "1", "--quiet"]
+
+
+@pytest.fixture
+def clip(tmp_path) -> Path:
+    """A copy of the bundled carphone clip, so that a test that fails cannot damage the real one."""
+    return Path(shutil.copy(bundled_clip("carphone"), tmp_path / "clip.mp4"))
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _listing(d: Path) -> list[str]:
+    return sorted(str(p.relative_to(d)) for p in d.rglob("*"))
+
+
+def _one_line_error(capsys, *words) -> None:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nerva: error:"), err
+    for w in words:
+        assert w in lines[0], err
+
+
+def _same(clip: Path) -> Path:
+    return clip
+
+
+def _symlink(clip: Path) -> Path:
+    (clip.parent / "link.nerva").symlink_to(clip)
+    return clip.parent / "link.nerva"
+
+
+def _hardlink(clip: Path) -> Path:
+    os.link(clip, clip.parent / "hard.nerva")
+    return clip.parent / "hard.nerva"
+
+
+def _dotted(clip: Path) -> Path:
+    return clip.parent / ".." / clip.parent.name / clip.name   # another spelling of the same path
+
+
+@pytest.mark.parametrize("output", [_same, _symlink, _hardlink, _dotted], ids=lambda f: f.__name__.strip("_"))
+def test_an_output_that_is_the_input_is_refused_before_any_work_and_the_input_is_untouched(
+        output, clip, tmp_path, capsys):
+    out = output(clip)
+    before, listing = _sha(clip), _listing(tmp_path)
+    assert main(["fit", str(clip), "-o", str(out), *FAST]) == 2
+    _one_line_error(capsys, "is the input video itself")
+    assert _sha(clip) == before
+    assert _listing(tmp_path) == listing   # no checkpoint folder, no temporary file
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    """An input folder of 4 PNG frames."""
+    return write_video(f"{tmp_path}/frames/", synthetic_clip(4, 32, 48))
+
+
+@pytest.mark.parametrize("where,words", [(".", "is the input video itself"),
+                                         ("x.nerva", "inside the input folder")])
+def test_an_output_that_is_or_lies_in_the_input_folder_is_refused(where, words, folder, tmp_path, capsys):
+    listing = _listing(tmp_path)
+    assert main(["fit", str(folder), "-o", str(folder / where), *FAST[:4], *FAST[-3:]]) == 2
+    _one_line_error(capsys, words)
+    assert _listing(tmp_path) == listing
+
+
+def test_an_input_where_the_checkpoints_would_go_is_refused_not_deleted(tmp_path, capsys):
+    """Without --resume a fit first clears OUTPUT.ckpt: an input of that name would be deleted."""
+    src = write_video(f"{tmp_path}/x.nerva.ckpt/", synthetic_clip(4, 32, 48))   # '/': a folder of PNGs
+    listing = _listing(tmp_path)
+    assert main(["fit", str(src), "-o", str(tmp_path / "x.nerva"), *FAST[:4], *FAST[-3:]]) == 2
+    _one_line_error(capsys, "where the fit keeps its checkpoints")
+    assert _listing(tmp_path) == listing
+
+
+def test_an_output_that_is_an_existing_directory_is_refused_before_any_work(clip, tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    listing = _listing(tmp_path)
+    t = time.perf_counter()
+    assert main(["fit", str(clip), "-o", str(tmp_path / "out"), *FAST]) == 2
+    assert time.perf_counter() - t < 10   # refused up front, not after a fit (no compile happened)
+    _one_line_error(capsys, "is a directory")
+    assert _listing(tmp_path) == listing
+
+
+def test_a_real_divergence_is_refused_by_encode_naming_the_problem(synthetic):
+    config = inr.get("nerv").config_cls.tiny(Geometry.of(*synthetic.shape[:3]))
+    with pytest.raises(Diverged, match=r"^the fit diverged \(non-finite weights in variables/params/.*\); "
+                                       r"try a lower --lr$"):
+        train.encode.encode(config, synthetic, TrainConfig((Phase("fit", 1, 1e10),), batch=2), QuantPolicy())
+
+
+def _spoiled_fit(monkeypatch, spoil):
+    """Makes every fit end on `spoil(weights)`: a fit that went wrong, as seen by what follows it."""
+    real_fit = train.encode.fit
+
+    def spoiled(*args, **kwargs):
+        result = real_fit(*args, **kwargs)
+        result.variables = jax.tree.map(lambda x: spoil(np.asarray(x)), result.variables)
+        return result
+    monkeypatch.setattr(train.encode, "fit", spoiled)
+
+
+def test_a_diverged_fit_leaves_no_output_no_temporary_file_and_no_checkpoint(clip, tmp_path, capsys,
+                                                                              monkeypatch):
+    _spoiled_fit(monkeypatch, lambda w: w * np.float32("nan"))
+    before = _sha(clip)
+    assert main(["fit", str(clip), "-o", str(tmp_path / "x.nerva"), *FAST]) == 1
+    _one_line_error(capsys, "the fit diverged (non-finite weights", "try a lower --lr")
+    assert _listing(tmp_path) == ["clip.mp4"] and _sha(clip) == before
+
+
+def test_finite_weights_that_make_no_valid_file_are_not_written(clip, tmp_path, capsys, monkeypatch):
+    """Weights of 1e10 are finite, but their quantization steps overflow float16: the file would not read."""
+    _spoiled_fit(monkeypatch, lambda w: w * np.float32(1e10))
+    assert main(["fit", str(clip), "-o", str(tmp_path / "x.nerva"), *FAST]) == 1
+    _one_line_error(capsys, "do not make a valid file", "non-finite quantization step", "try a lower --lr")
+    assert _listing(tmp_path) == ["clip.mp4"]
+
+
+def test_stale_temporary_files_of_the_output_are_removed_and_no_others(clip, tmp_path, capsys):
+    stale = tmp_path / ".x.nerva.k3_9zq1a.tmp"        # codec.container.write_atomic's name for x.nerva
+    kept = [tmp_path / ".x.nerva.mine.tmp", tmp_path / ".y.nerva.k3_9zq1a.tmp", tmp_path / "x.nerva.k3_9zq1a.tmp"]
+    for p in (stale, *kept):
+        p.write_bytes(b"partial")
+    assert main(["fit", str(clip), "-o", str(tmp_path / "x.nerva"), *FAST]) == 0
+    assert not stale.exists() and all(p.exists() for p in kept)
+    api.load(tmp_path / "x.nerva")   # the output reads back
+
+
+# ----------------------------------------------------------------------------------------------- logs
+
+
+class _Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_plain_progress_prints_a_line_per_tenth_with_the_eta_of_the_steps_run_so_far():
+    clock, out = _Clock(), io.StringIO()
+    bar = PlainProgress(100, out, every_s=30, clock=clock)
+    for n in range(1, 101):
+        clock.t = float(n)              # one step per second, the first one done at t = 1 s
+        bar.set_postfix_str(f"fit loss {1 / n:.4f} psnr {n / 4:.2f}")
+        bar.update(1)
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 10 and "\r" not in out.getvalue()
+    # at step 50: 49 steps in the 49 s since the first one, 50 to go at 1 step/s
+    assert lines[4] == "step 50/100 (50%)  fit loss 0.0200 psnr 12.50  elapsed 00:50  ETA 00:50"
+    assert lines[-1].startswith("step 100/100 (100%)")
+
+
+def test_plain_progress_also_prints_after_30_quiet_seconds_and_once_at_close():
+    clock, out = _Clock(), io.StringIO()
+    bar = PlainProgress(1000, out, every_s=30, clock=clock)
+    bar.update(1)          # t = 0: nothing yet
+    clock.t = 31.0
+    bar.update(1)          # 31 s without a line: one now, though only 2 of 1000 steps are done
+    clock.t = 40.0
+    bar.update(3)
+    bar.close()            # the last state is printed once
+    lines = out.getvalue().splitlines()
+    assert [x.split("  ")[0] for x in lines] == ["step 2/1000 (0%)", "step 5/1000 (0%)"]
+
+
+def test_progress_is_a_tqdm_bar_on_a_terminal_only():
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+    assert isinstance(progress_for(io.StringIO())(10), PlainProgress)
+    bar = progress_for(Tty())(10)
+    assert isinstance(bar, tqdm)
+    bar.close()
+
+
+@pytest.mark.slow
+def test_a_fit_logged_to_a_file_writes_bounded_plain_lines(tmp_path):
+    log = tmp_path / "stderr.txt"
+    argv = [sys.executable, "-m", "eval.cli", "fit", str(bundled_clip("carphone")), "-o", str(tmp_path / "x.nerva"),
+            *[a for a in FAST if a != "--quiet"]]
+    argv[argv.index("--epochs") + 1] = "40"   # 4 frames at batch 2: 80 fit + 4 QAT epochs of 2 steps = 88
+    t = time.perf_counter()
+    with log.open("w") as f:
+        assert subprocess.run(argv, stderr=f, stdout=subprocess.DEVNULL, env={**os.environ, "JAX_PLATFORMS": "cpu"},
+                              timeout=600).returncode == 0
+    wall = time.perf_counter() - t
+    text = log.read_text()
+    lines = text.splitlines()
+    assert "\r" not in text
+    assert 10 <= len(lines) <= 11 + wall / 30, text   # a line per tenth, plus one per 30 s without one
+    assert all(re.fullmatch(r"step \d+/88 \(\d+%\)  .*elapsed \d\d:\d\d.*", x) for x in lines), text
+    assert lines[-1].startswith("step 88/88 (100%)  qat loss ")
