@@ -3,6 +3,7 @@ in one `nerva: error:` line and a non-zero exit, leaves the source byte-identica
 partial or temporary, behind."""
 
 import hashlib
+import math
 import shutil
 import struct
 import tracemalloc
@@ -11,10 +12,13 @@ from pathlib import Path
 import av
 import jax
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import inr
 from codec import api, player
-from eval.cli import main
+from eval.cli import build_parser, main
+from inr.errors import ConfigError
 from inr import Geometry
 from inr.video import bundled_clip, read_video, synthetic_clip, write_video
 
@@ -96,6 +100,32 @@ def test_a_bad_fit_option_is_a_one_line_usage_error_that_touches_nothing(option,
     name, value = option
     argv = ["fit", video, "-o", video.with_name("out.nerva"), "--quiet", f"{name}={value}"]   # = : "-1" too
     assert_refused(capsys, argv, 2, name, source=video, keep={"clip.mkv"})
+
+
+# (option, the attribute it sets, the values a parsed one may take); bounds as documented in eval/cli.py
+BOUNDED = [("--lr", "lr", lambda v: 0 < v <= 1), ("--epochs", "epochs", lambda v: 0 < v <= 1e5),
+           ("--bpp", "bpp", lambda v: 0 < v <= 24), ("--size", "size", lambda v: 1 <= v <= 1e8),
+           ("--prune", "prune", lambda v: 0 <= v < 1), ("--seed", "seed", lambda v: 0 <= v < 2**32),
+           ("--batch", "batch", lambda v: 1 <= v <= 1024), ("--bits", "bits", lambda v: 1 <= v <= 16),
+           ("--frames", "frames", lambda v: 0 <= v[0] < (v[1] or 10**9 + 1) <= 10**9 + 1),
+           ("--resize", "resize", lambda v: all(1 <= x <= 16384 for x in v))]
+NUMBERS = st.one_of(st.text(max_size=30), st.floats().map(repr), st.integers(-10**30, 10**30).map(str),
+                    st.sampled_from(["nan", "inf", "-inf", "1e400", "9" * 5000, "²", "1_0", "0x10", " 3 "]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(option=st.sampled_from(BOUNDED), text=st.one_of(NUMBERS, st.tuples(NUMBERS, NUMBERS).map(":".join),
+                                                       st.tuples(NUMBERS, NUMBERS).map("x".join)))
+def test_any_text_for_a_numeric_option_parses_within_its_bounds_or_is_one_line_refused(option, text):
+    name, attr, valid = option
+    try:
+        args = build_parser().parse_args(["fit", "in.mp4", "-o", "out.nerva", f"{name}={text}"])
+    except ConfigError as e:
+        assert "\n" not in str(e) and name in str(e) and len(str(e)) < 200
+        return
+    value = getattr(args, attr)
+    assert all(x is None or math.isfinite(x) for x in (value if isinstance(value, tuple) else (value,)))
+    assert valid(value), (text, value)
 
 
 @pytest.mark.parametrize("argv, word", [
