@@ -260,8 +260,10 @@ def _read_image(file: Path, size: tuple[int, int] | None) -> np.ndarray:
     """Read one image file as (H, W, 3) uint8 RGB (grey is replicated, alpha dropped), resized if asked."""
     try:
         image = iio.imread(file)
-    except (OSError, ValueError) as err:
-        raise VideoError(f"cannot read {file}: not an image or unreadable ({_one_line(err)})") from None
+    except Exception as err:   # on hostile bytes PIL raises SyntaxError, OSError, ValueError, EOFError,
+        # struct.error, DecompressionBombError, ... (its own list is not closed): each is this file's fault
+        raise VideoError(f"cannot read {file}: not an image or unreadable ({type(err).__name__}: "
+                         f"{_one_line(err)})") from None
     if image.dtype != np.uint8:
         raise VideoError(f"cannot read {file}: only 8-bit images are supported, got {image.dtype}")
     if image.ndim == 2:

@@ -208,6 +208,17 @@ def test_unreadable_image_in_folder_raises_video_error(tmp_path):
     assert_one_line_naming(error, path / "00003.png")
 
 
+@pytest.mark.parametrize("keep", [8, 40, 60, 0.5])
+def test_a_truncated_image_in_a_folder_raises_video_error_naming_it(tmp_path, keep):
+    path = write_lossless(tmp_path, "folder")
+    png = (path / "00003.png").read_bytes()
+    cut = int(len(png) * keep) if isinstance(keep, float) else keep
+    (path / "00003.png").write_bytes(png[:cut])   # 40: inside a chunk header (PIL: SyntaxError)
+    with pytest.raises(VideoError, match="not an image or unreadable") as error:
+        read_video(path)
+    assert_one_line_naming(error, path / "00003.png")
+
+
 @pytest.mark.parametrize("kind", ["folder", "mkv"])
 def test_stop_beyond_end_raises_video_error(tmp_path, kind):
     path = write_lossless(tmp_path, kind)
