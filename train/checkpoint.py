@@ -48,8 +48,9 @@ class Checkpointer:
         self.every = max(1, every)
         self.log = log
         self.last_saved: int | None = None
-        self._mngr = ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(
-            max_to_keep=KEEP, create=True, cleanup_tmp_directories=True))   # drops saves a kill cut short
+        with _quiet_orbax():   # it logs an ERROR line for a step whose metadata is torn; restore says it
+            self._mngr = ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(
+                max_to_keep=KEEP, create=True, cleanup_tmp_directories=True))   # drops saves a kill cut short
 
     def maybe_save(self, step: int, state, force: bool = False) -> None:
         if not (force or step % self.every == 0) or step == self.last_saved:
@@ -66,7 +67,9 @@ class Checkpointer:
         A damaged checkpoint (torn, truncated, altered, a file missing) is named on `log`, deleted, and the
         one before it tried; with none left the fit starts afresh, which is said too."""
         damaged = []
-        for step in sorted(self._mngr.all_steps(), reverse=True):
+        with _quiet_orbax():
+            steps = sorted(self._mngr.all_steps(), reverse=True)
+        for step in steps:
             try:
                 with _quiet_orbax():
                     state = self._restore_step(step, like)
@@ -112,6 +115,10 @@ class Checkpointer:
         except Exception:   # noqa: BLE001 - a step too damaged for orbax to delete: remove its folder
             shutil.rmtree(self.directory / str(step), ignore_errors=True)
             self._mngr.reload()
+
+    def wait(self) -> None:
+        """Blocks until every save so far is committed to disk."""
+        self._mngr.wait_until_finished()
 
     def close(self, remove: bool = False) -> None:
         """Waits for pending saves and releases the manager; `remove` deletes the directory (idempotent)."""

@@ -17,7 +17,7 @@ import numpy as np
 from codec import api
 from codec.api import QuantPolicy
 from codec.container import write_atomic
-from codec.decoder import decode_frames, measure_file
+from codec.decoder import decode_frames
 from inr import registry
 from inr.config import Geometry
 from inr.errors import ConfigError
@@ -27,6 +27,7 @@ from train.checkpoint import Checkpointer
 from train.encode import Diverged, Encoded, encode, make_config, run_id
 from train.loop import Interrupted
 from train.progress import progress_for
+from train.report import measure_streaming
 from train.schedule import TrainConfig
 
 # Test hook of tests/train/test_crash.py: SIGKILL the process right after the checkpoint of this global
@@ -97,7 +98,7 @@ class _KilledAt(Checkpointer):
     def maybe_save(self, step: int, state, force: bool = False) -> None:
         super().maybe_save(step, state, force=force or step >= self.kill_at)
         if step >= self.kill_at:
-            self._mngr.wait_until_finished()
+            self.wait()
             os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -157,8 +158,9 @@ def fit_video(video: Video, output: Path, args, checkpoint_every: int = 500, res
 
 
 def summarize(path: Path, source: np.ndarray, enc: Encoded) -> dict:
-    """Decodes the written file (not the encoder's copy), measures it against the source frames."""
-    rep = measure_file(path, source)
+    """Decodes the written file (not the encoder's copy) batch by batch and measures it against the source
+    frames (T, H, W, 3) uint8, never holding a second copy of the clip."""
+    rep = measure_streaming(path, source)
     g, q = rep.config.geometry, rep.quality
     return {
         "codec": registry.spec_of(rep.config).name, "file": str(path), "bytes": rep.bytes,
