@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import fractions
+import functools
 import math
 import typing
 from typing import Any, ClassVar
@@ -18,7 +19,7 @@ MAX_FRAMES = 2 ** 20
 MAX_SIDE = 2 ** 15
 MAX_PIXELS = 2 ** 26
 MAX_FPS_TERM = 2 ** 31 - 1     # fps_num and fps_den fit in int32, as FFmpeg's AVRational
-FPS_RANGE = (1e-3, 1e4)        # one frame per 17 minutes (time lapse) to 10,000 fps (high-speed)
+FPS_RANGE = (fractions.Fraction(1, 1000), 10_000)   # one frame per 17 minutes (time lapse) to high-speed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +112,7 @@ class Geometry:
         if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps):
             raise ConfigError(f"the frame rate must be a finite number, got {fps!r}")
         if not FPS_RANGE[0] <= fps <= FPS_RANGE[1]:
-            raise ConfigError(f"a frame rate of {fps:g} fps lies outside [{FPS_RANGE[0]:g}, {FPS_RANGE[1]:g}]")
+            raise ConfigError(f"a frame rate of {fps:g} fps lies outside [{float(FPS_RANGE[0]):g}, {FPS_RANGE[1]:g}]")
         f = fractions.Fraction(fps).limit_denominator(1001)
         return cls(frames, height, width, f.numerator, f.denominator)
 
@@ -120,9 +121,9 @@ class Geometry:
         if self.height * self.width > MAX_PIXELS:
             raise ConfigError(f"Geometry: a frame of {self.width}x{self.height} exceeds the limit of "
                               f"2^26 = {MAX_PIXELS} pixels (height·width)")
-        if not FPS_RANGE[0] <= self.fps_num / self.fps_den <= FPS_RANGE[1]:
+        if not FPS_RANGE[0] <= fractions.Fraction(self.fps_num, self.fps_den) <= FPS_RANGE[1]:   # exact
             raise ConfigError(f"Geometry: the frame rate {self.fps_num}/{self.fps_den} lies outside "
-                              f"[{FPS_RANGE[0]:g}, {FPS_RANGE[1]:g}] fps")
+                              f"[{float(FPS_RANGE[0]):g}, {FPS_RANGE[1]:g}] fps")
 
 
 class ConfigBase:
@@ -194,7 +195,10 @@ def _coerce(tp: Any, v: Any, where: str) -> Any:
     raise ConfigError(f"{where} needs {getattr(tp, '__name__', tp)}, got {v!r}")
 
 
-def field_types(cls: type) -> list[tuple[str, Any]]:
-    """(name, resolved type) of each dataclass field in declaration order (the header's field order)."""
+@functools.lru_cache(maxsize=None)
+def field_types(cls: type) -> tuple[tuple[str, Any], ...]:
+    """(name, resolved type) of each dataclass field in declaration order (the header's field order).
+
+    Cached per class: every config construction checks its fields by type."""
     hints = typing.get_type_hints(cls)
-    return [(f.name, hints[f.name]) for f in dataclasses.fields(cls)]
+    return tuple((f.name, hints[f.name]) for f in dataclasses.fields(cls))

@@ -86,6 +86,20 @@ def test_for_size_hits_the_budget_from_below(model):
         assert 0.8 * budget <= n <= budget
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_width_solver_finds_the_widest_width_within_budget_as_a_linear_scan_does(seed):
+    """Monotone counts like the families' (quadratic in the width, with plateaus where channel counts
+    round): the interpolating search must land on exactly the width a scan of every width finds."""
+    rng = np.random.default_rng(seed)
+    widths = np.arange(2, 4096)
+    for _ in range(200):
+        a, b, c, step = rng.uniform(0.5, 100), rng.uniform(0, 3000), rng.uniform(0, 1e5), int(rng.integers(1, 13))
+        counts = (c + b * (widths // step * step) + a * widths ** 2).astype(np.int64)
+        budget = int(rng.uniform(counts[0], 1.1 * counts[-1]))
+        want = int(widths[counts <= budget].max())
+        assert sizing.solve_width(lambda w: w, budget, lambda w: int(counts[w - 2])) == want
+
+
 def test_impossibly_small_budget_is_a_config_error(model):
     with pytest.raises(ConfigError, match="budget"):
         model.for_size(Geometry.of(120, 144, 176, 30), 10)
