@@ -22,16 +22,18 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
-MAX_PARAMS = 10**8      # --size / --sizes: 100M parameters are 0.4 GB of float32 weights and ~1.6 GB with the
+# Bounds of the numeric options: nan, inf and values past these are usage errors, before any work starts
+MAX_PARAMS = 10**8       # --size / --sizes: 100M parameters are 0.4 GB of float32 weights and ~1.6 GB with the
 # gradient and Adam's two moments, past any model a video is fitted with (the presets are 0.1-3M)
 MAX_FRAME_INDEX = 10**9  # --frames / --reference-start: 10^9 frames is 1 year at 30 fps
-MAX_SIDE = 16384        # --resize: a side of 16K pixels
+MAX_SIDE = 16384         # --resize: a side of 16K pixels
 MAX_EPOCHS = 10**5
-MAX_LR = 1.0            # a peak Adam learning rate above 1 only diverges (the presets use 1e-3-3e-2)
-MAX_BPP = 24.0          # raw 8-bit RGB is 24 bits per pixel
-MAX_BATCH = 1024        # frames per step or per forward pass
-MAX_CACHE_MB = 1e6        # about 1 TB
-_SHOWN = 40             # characters of a bad value quoted in a message (a 5,000-digit number stays one short line)
+MAX_LR = 1.0             # a peak Adam learning rate above 1 only diverges (the presets use 1e-3-3e-2)
+MAX_BPP = 24.0           # raw 8-bit RGB is 24 bits per pixel
+MAX_BATCH = 1024         # frames per step or per forward pass
+MAX_CACHE_MB = 1e6       # about 1 TB
+_SHOWN = 40              # characters of a bad value quoted in a message (a 5,000-digit number stays one line)
+_INT = re.compile(r"[+-]?[0-9]{1,30}")   # ASCII digits: int() also takes "١٢", "1_0" and " 1 "
 
 
 def _shown(text: str) -> str:
@@ -39,10 +41,12 @@ def _shown(text: str) -> str:
 
 
 def _number(text: str, kind=float) -> float | int:
-    """`text` as a finite number (`kind` int: an integer written without a fraction or exponent)."""
+    """`text` as a finite number (`kind` int: at most 30 ASCII digits, no fraction or exponent)."""
     try:
+        if kind is int and not _INT.fullmatch(text):
+            raise ValueError(text)   # int() of more than 4300 digits raises ValueError too
         v = int(text) if kind is int else float(text)
-    except ValueError:   # also a >4300-digit integer (Python's int/str conversion limit)
+    except ValueError:
         raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {_shown(text)}") \
             from None
     if kind is float and not math.isfinite(v):
