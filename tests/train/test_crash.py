@@ -14,10 +14,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from inr.config import Geometry
 from inr.video import bundled_clip
+from train import presets
 from train.cli import KILL_AT_STEP_ENV
+from train.encode import make_config
+from train.loop import phase_steps
 
 pytestmark = pytest.mark.slow
 
@@ -127,3 +132,15 @@ def test_ctrl_c_checkpoints_stops_with_one_line_and_resumes_to_the_identical_fil
     p = _fit(out, NERV, resume=True)
     assert p.returncode == 0, p.stderr
     assert _sha(out) == nerv_reference
+
+
+def test_the_kill_points_lie_in_the_phases_they_are_named_for():
+    """The schedules the two option sets give (as `nerva fit` builds them): where each phase ends."""
+    def phase_ends(model, prune):
+        config = make_config(model, Geometry.of(4, 32, 48), n_params=6000)
+        train = presets.train_config(model, 40 if prune else 3, prune=prune, seed=1, config=config)
+        return [p.name for p in train.phases], list(np.cumsum(phase_steps(train, 4)))
+    assert phase_ends("nerv", 0.3) == (["fit", "prune", "qat"], [80, 88, 96])
+    assert 0 < NERV_KILLS["fit"] < 80 < NERV_KILLS["prune"] < 88 < NERV_KILLS["qat"] < 96
+    assert phase_ends("nirvana:group=2", 0.0) == (["group0", "group1"], [3, 6])
+    assert 0 < NIRVANA_KILLS["inside group 0"] < NIRVANA_KILLS["between groups"] == 3 < NIRVANA_KILLS["inside group 1"] < 6
