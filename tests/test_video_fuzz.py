@@ -168,9 +168,7 @@ def make_folder(parent: Path, files: dict) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.xfail(
-    strict=True, reason="fuzz_findings.md V1 (C): a truncated PNG raises PIL's SyntaxError")) if k == "corrupt_png"
-    else k for k in FOLDERS])
+@pytest.mark.parametrize("kind", FOLDERS)
 def test_a_folder_of_missing_mixed_or_corrupt_images_is_refused(src, capsys, kind):
     folder = make_folder(src, FOLDERS[kind]())
     with pytest.raises(VideoError) as error:

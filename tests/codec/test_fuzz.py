@@ -2,9 +2,9 @@
 
 The mutation engine is tests/codec/fuzzing.py (also driven by bench/fuzz.py for the long run). Every case
 must end in a successful parse (whose re-encoding, checked on every fourth random case, parses to the
-same config and symbols) or in
-`codec.bytesio.FormatError` with a one-line message; never another exception. Each case is also held to
-`fuzzing.MAX_SECONDS` and `fuzzing.MAX_PEAK_BYTES` (tracemalloc peak), checked per case.
+same config and symbols) or in `codec.bytesio.FormatError` with a one-line message; never another
+exception. Each case is also held to `fuzzing.MAX_SECONDS` (CPU) and `fuzzing.MAX_PEAK_BYTES`
+(tracemalloc peak), checked per case.
 """
 
 import random
