@@ -75,7 +75,7 @@ def compress(config, quantized: dict[str, QuantizedTensor]) -> bytes:
     return container.pack(spec.model_id, sections)
 
 
-# Parameter elements a file may describe (FORMAT.md §11). A tensor whose model codes nothing costs no
+# Parameter elements a file may describe (FORMAT.md §5.1). A tensor whose model codes nothing costs no
 # payload bits (a static NIRVANA group's residuals, HNeRV's initial all-zero embedding), so the bound is
 # per byte of the whole file, not per stream bit: a static NIRVANA group of ~10k parameters costs ~73
 # bytes (~137 per byte), so 1024 per byte admits any number of static groups of up to ~75k parameters.
@@ -133,14 +133,10 @@ def parse(data: bytes):
 def _checked_abstract(spec, config, n_sections: int, file_bytes: int):
     """The config's abstract variables, once its collection count (before tracing the model, where the
     family can count them without it) and its parameter elements agree with the file."""
-    count = spec.n_collections(config) if spec.n_collections else None
+    count = _built(config, spec.n_collections) if spec.n_collections else None
     if count is not None:
         _check_collection_count(count, n_sections)
-    try:
-        abstract = abstract_variables(config)
-    except Exception as e:   # noqa: BLE001 - model code given file values: any failure is the file's
-        raise FormatError(f"file header describes a {type(config).__name__} that cannot be built: "
-                          f"{header.one_line(e)}") from None
+    abstract = _built(config, abstract_variables)
     if count is None:
         _check_collection_count(len(abstract), n_sections)
     elements = sum(math.prod(x.shape) for _, x in flatten(abstract))
@@ -148,6 +144,15 @@ def _checked_abstract(spec, config, n_sections: int, file_bytes: int):
         raise FormatError(f"file header describes {elements} parameters, more than the "
                           f"{element_limit(file_bytes)} a file of {file_bytes} bytes may hold")
     return abstract
+
+
+def _built(config, fn):
+    """fn(config), any failure of the model code given the file's values being the file's."""
+    try:
+        return fn(config)
+    except Exception as e:   # noqa: BLE001 - the trust boundary between file values and model code
+        raise FormatError(f"file header describes a {type(config).__name__} that cannot be built: "
+                          f"{header.one_line(e)}") from None
 
 
 def _check_collection_count(count: int, n_sections: int) -> None:
