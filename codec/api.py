@@ -48,7 +48,8 @@ def dequantize_variables(like, quantized: dict[str, QuantizedTensor]):
     return unflatten(like, {p: q.dequantize() for p, q in quantized.items()})
 
 
-@functools.lru_cache(maxsize=32)
+# A few KB of shapes per config: room for a run of hostile headers without evicting the real files' configs.
+@functools.lru_cache(maxsize=256)
 def abstract_variables(config):
     """Shapes and dtypes of `config`'s stored variables, without computing any of them."""
     spec = registry.spec_of(config)
