@@ -90,6 +90,38 @@ def test_every_single_flipped_byte_of_a_real_file_raises_format_error(real_files
             error_of(bytes(damaged))
 
 
+def outcome(data: bytes) -> str:
+    """'ok', or the one-line message of the FormatError that parsing `data` raises (anything else fails)."""
+    try:
+        api.parse(data)
+    except FormatError as e:
+        assert str(e).strip() and "\n" not in str(e), repr(str(e))
+        return str(e)
+    return "ok"
+
+
+@pytest.mark.parametrize("name", inr.names())
+def test_every_truncation_with_its_crc_recomputed_raises_format_error(real_files, name):
+    """Past the checksum: the section framing, the collection count or a section's own reader refuses it."""
+    data = real_files[name]
+    for length in range(11, len(data), 7):
+        assert outcome(with_crc(data[:length - 4])) != "ok", length
+
+
+@pytest.mark.parametrize("name", inr.names())
+def test_flipped_bits_with_the_crc_recomputed_give_a_format_error_or_another_valid_file(real_files, name):
+    """The header and side information every 3rd byte, the streams every 97th byte."""
+    body = real_files[name][:-4]
+    positions = [*range(7, min(len(body), 400), 3), *range(400, len(body), 97)]
+    outcomes = []
+    for i in positions:
+        for mask in (0x01, 0x80):
+            damaged = bytearray(body)
+            damaged[i] ^= mask
+            outcomes.append(outcome(with_crc(bytes(damaged))))
+    assert sum(o != "ok" for o in outcomes) > len(outcomes) // 4   # most damage is seen, even past the CRC
+
+
 def test_an_unknown_model_id_is_named_in_the_error(real_files):
     _, sections = container.unpack(next(iter(real_files.values())))
     message = error_of(container.pack(999, sections))
