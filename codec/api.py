@@ -107,7 +107,7 @@ def parse(data: bytes):
         raise FormatError("file has no header section")
     config = header.read_config(spec.config_cls, sections[0].body)
     abstract = _checked_abstract(spec, config, len(sections) - 1, len(data))
-    references = spec.references(config) if spec.references else {}
+    references = _built(config, spec.references) if spec.references else {}
     budget = entropy.TableBudget(len(data))
     collections = {}
     for s in sections[1:]:
