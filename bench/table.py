@@ -66,11 +66,6 @@ def by_key(name: str) -> dict[str, dict]:
     return keyed
 
 
-def rows_of(name: str, **match) -> list[dict]:
-    """The rows of bench/results/<name> whose fields equal `match`, in file order."""
-    return [r for r in jsonl(name) if all(r.get(k) == v for k, v in match.items())]
-
-
 def cells(rows: list[dict], templates: list[str]) -> list[list[str]]:
     """One list of cells per row: each template is str.format'ed with the row's fields."""
     return [[t.format(**r) for t in templates] for r in rows]
@@ -207,11 +202,12 @@ def nirvana() -> str:
 
 @table
 def memory() -> str:
-    """bench/README: bench/memory.py's last run (results/memory.json)."""
-    data = json.loads((RESULTS / "memory.json").read_text())
-    return markdown(["model", "task", "peak RSS MB", "above baseline MB", "k", "bound MB", "within bound", "wall s"],
-                    cells(data["rows"], ["{model}", "{task}", "{peak_mb:,.0f}", "{above_baseline_mb:,.0f}", "{k:g}",
-                                         "{bound_mb:,.0f}", "{within}", "{wall_s:.0f}"]))
+    """bench/README: every measurement of bench/memory.py (results/memory.jsonl), oldest first."""
+    return markdown(["run started (UTC)", "commit", "model", "task", "peak RSS MB", "baseline MB", "k", "bound MB",
+                     "within bound", "wall s"],
+                    [[r["created"][:16].replace("T", " "), r["git_sha"][:7],
+                      *cells([r], ["{model}", "{task}", "{peak_mb:,.0f}", "{baseline_mb:,.0f}", "{k:g}", "{bound_mb:,.0f}",
+                                   "{within}", "{wall_s:.0f}"])[0]] for r in jsonl("memory.jsonl")])
 
 
 # ------------------------------------------------------------------------------------------ the Markdown

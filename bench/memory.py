@@ -1,0 +1,136 @@
+"""Peak resident memory of reading, fitting and decoding the full bigbuckbunny clip, against stated bounds.
+
+Every measurement runs in its own process (the CLI path a user runs: `nerva fit`, `nerva decode`), and
+its peak RSS is the kernel's figure for that child alone (`os.wait4`'s `ru_maxrss`), so one measurement
+never inherits another's heap. A "baseline" child imports the same modules and runs one jitted op: the
+runtime's own footprint (Python, JAX, XLA), which every bound includes.
+
+Bounds are written as baseline + k·F, F = the clip as uint8 (T·H·W·3 bytes; 132·720·1280·3 = 365 MB):
+- read, k = 1: the frames array itself; the reader's buffers are one frame, not a clip.
+- fit, k = 2: the uint8 clip held for the fit (1 F) plus at most 1 F for everything else: float batches
+  converted on the fly, the network's activations and gradients at this frame size, the written file's
+  read-back and measurement. A float32 copy of the clip alone is 4 F, so holding one fails the bound.
+- decode, k = 0.5: a streaming decode holds a batch of frames and the encoder's buffers, nothing
+  proportional to the clip (half a clip leaves room for the encoder's lookahead at 720p).
+The fit is short (`--epochs`, default 0.05: a few steps per phase): the peak is reached in the first
+steps of a phase (the compiled step, the batch, the optimizer state) and again in the read-back, and
+more steps only repeat them.
+
+    python bench/memory.py                   # hnerv and nirvana: appends a row per measurement to results/memory.jsonl
+    python bench/memory.py --models nirvana  # at 720p HNeRV's short fit alone takes ~15 CPU-minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from table import print_table, provenance   # bench/table.py: Python puts the script's folder on sys.path
+
+CLIP = "bigbuckbunny"
+K = {"read": 1.0, "fit": 2.0, "decode": 0.5}
+COLUMNS = [("model", "model", "{}"), ("task", "task", "{}"), ("peak_mb", "peak RSS MB", "{:,.0f}"),
+           ("above_baseline_mb", "above baseline MB", "{:,.0f}"), ("k", "k", "{:g}"),
+           ("bound_mb", "bound MB", "{:,.0f}"), ("within", "within bound", "{}"), ("wall_s", "wall s", "{:.0f}")]
+MB = 1e6
+
+
+def child(task: str, args: list[str]) -> int:
+    """The work of one measurement, run in a fresh process; exits non-zero on failure."""
+    import jax.numpy as jnp
+
+    from eval.cli import main
+    from inr.video import bundled_clip, read_video
+    if task == "baseline":
+        jnp.zeros(8).sum().block_until_ready()
+        return 0
+    if task == "read":
+        video = read_video(bundled_clip(CLIP))
+        print(json.dumps({"shape": list(video.frames.shape), "dtype": str(video.frames.dtype)}))
+        return 0
+    if task == "fit":
+        model, epochs, out = args
+        return main(["fit", str(bundled_clip(CLIP)), "-o", out, "--model", model, "--epochs", epochs, "--quiet"])
+    if task == "decode":
+        (file, out) = args
+        return main(["decode", file, "-o", out])
+    raise SystemExit(f"unknown task {task!r}")
+
+
+def measure(task: str, *args: str) -> dict:
+    """Runs `task` in a child process; its peak RSS in bytes, wall seconds and exit status."""
+    t = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, __file__, "--child", task, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = proc.stdout.read().decode(errors="replace")
+    _, status, usage = os.wait4(proc.pid, 0)    # this child's own rusage, not every child's maximum
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.stdout.close()
+    if proc.returncode != 0:
+        raise SystemExit(f"{task} {' '.join(args)} failed (exit {proc.returncode}):\n{output[-2000:]}")
+    return {"peak": usage.ru_maxrss * 1024, "wall_s": time.perf_counter() - t, "output": output}   # KiB on Linux
+
+
+def row(model: str, task: str, result: dict, baseline: int, clip_bytes: int, run: dict) -> dict:
+    bound = baseline + K[task] * clip_bytes
+    return {"model": model, "task": task, "peak_mb": result["peak"] / MB, "baseline_mb": baseline / MB,
+            "above_baseline_mb": (result["peak"] - baseline) / MB, "k": K[task], "clip_mb": clip_bytes / MB,
+            "bound_mb": bound / MB, "within": "yes" if result["peak"] <= bound else "NO",
+            "wall_s": result["wall_s"], **run}
+
+
+def run(models: list[str], epochs: str, workdir: Path, out: Path) -> list[dict]:
+    """Measures baseline, read, then every model's fit and decode; appends each row to `out` when done."""
+    meta = {"clip": CLIP, "fit_epochs": float(epochs), "git_sha": _git_sha(), **provenance()}
+    baseline = measure("baseline")["peak"]
+    read = measure("read")
+    shape = json.loads(read["output"].strip().splitlines()[-1])["shape"]
+    clip_bytes = shape[0] * shape[1] * shape[2] * shape[3]
+    print(f"{CLIP}: {shape[0]} frames {shape[2]}x{shape[1]}, F = {clip_bytes / MB:.0f} MB as uint8; "
+          f"baseline (runtime alone) {baseline / MB:.0f} MB", flush=True)
+    rows = [row("—", "read", read, baseline, clip_bytes, meta)]
+    _append(out, rows[-1])
+    for model in models:
+        file = workdir / f"{model}.nerva"
+        for task, args in (("fit", (model, epochs, str(file))), ("decode", (str(file), str(workdir / f"{model}.mp4")))):
+            rows.append(row(model, task, measure(task, *args), baseline, clip_bytes, meta))
+            _append(out, rows[-1])
+            print(f"done {model} {task}: peak {rows[-1]['peak_mb']:,.0f} MB", flush=True)
+    return rows
+
+
+def _append(out: Path, entry: dict) -> None:
+    """One JSON line per measurement, written as soon as it is made (a long run keeps what it finished)."""
+    with out.open("a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def _git_sha() -> str:
+    """The checkout's commit (the code measured; uncommitted changes are not named)."""
+    from eval.results import provenance as row_provenance
+    return row_provenance()["git_sha"]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="hnerv,nirvana", help="comma list of model strings")
+    p.add_argument("--epochs", default="0.05", help="fitting epochs of the short fit (a few steps a phase)")
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "memory.jsonl")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = run([m.strip() for m in args.models.split(",") if m.strip()], args.epochs, Path(tmp), args.out)
+    print_table(rows, COLUMNS)
+    print(f"appended {len(rows)} rows to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--child"]:
+        sys.exit(child(sys.argv[2], sys.argv[3:]))
+    sys.exit(main())
