@@ -8,6 +8,9 @@ RESIDUAL body (a collection coded as the difference to an earlier one with the s
 group k against group k-1): collection name | reference collection name | u32 layout CRC | varint tensor
 count | per tensor: u8 bits, entropy model | the coded stream of (symbols - reference symbols). Steps are
 the reference's: a residual is only meaningful on the same quantization grid.
+
+Decoded symbols of a tensor whose entropy model codes nothing are a read-only broadcast of its one symbol
+(and a zero residual shares its reference's array), so they cost no memory however large the tensor.
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ def decode_residual(body: bytes, abstract, ref_quantized: dict[str, QuantizedTen
                     budget: entropy.TableBudget | None = None
                     ) -> tuple[dict[str, QuantizedTensor], list[TensorInfo]]:
     """Inverse of `encode_residual`, given the already decoded reference collection; `budget` bounds
-    the file's entropy tables (FORMAT.md §11)."""
+    the file's entropy tables (FORMAT.md §7.4)."""
     r = ByteReader(body, "residual section")
     name = r.blob().decode(errors="replace")
     r.blob()
@@ -149,7 +152,7 @@ def _read_layout(r: ByteReader, name: str, abstract) -> list[tuple[str, tuple[in
 def decode_collection(body: bytes, abstract, budget: entropy.TableBudget | None = None
                       ) -> tuple[dict[str, QuantizedTensor], list[TensorInfo]]:
     """Inverse of `encode_collection`: quantized tensors by path, plus per-tensor info; `budget` bounds
-    the file's entropy tables (FORMAT.md §11)."""
+    the file's entropy tables (FORMAT.md §7.4)."""
     r = ByteReader(body, "tensors section")
     name = r.blob().decode(errors="replace")
     shapes = _read_layout(r, name, abstract)
@@ -160,7 +163,7 @@ def decode_collection(body: bytes, abstract, budget: entropy.TableBudget | None 
         if not 1 <= bits <= 16 or n_steps != _n_steps(shape):
             raise FormatError(f"tensor {name}/{p} has invalid quantization side information")
         steps = np.frombuffer(r.raw(2 * n_steps), "<f2").astype(np.float16)
-        # The sign bit is tested, not `< 0`: -0.0 is refused too, so a zero step has one encoding (FORMAT.md §9).
+        # The sign bit is tested, not `< 0`: -0.0 is refused too, so a zero step has one encoding (FORMAT.md §6).
         if not np.all(np.isfinite(steps)) or np.any(np.signbit(steps)):
             raise FormatError(f"tensor {name}/{p} has a negative (or -0.0) or non-finite quantization step")
         model = entropy.EntropyModel.from_reader(r, budget)

@@ -1,4 +1,4 @@
-"""Every error condition of codec/FORMAT.md §11, each on a hand-made file whose CRC is valid, plus the reader's bounds."""
+"""Every error condition of codec/FORMAT.md §11 on a hand-made file whose CRC is valid, and the reader's bounds."""
 
 import dataclasses
 import math
