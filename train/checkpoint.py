@@ -48,7 +48,9 @@ class Checkpointer:
         self.every = max(1, every)
         self.log = log
         self.last_saved: int | None = None
-        with _quiet_orbax():   # it logs an ERROR line for a step whose metadata is torn; restore says it
+        # quiet: orbax logs an ERROR line for a step whose own metadata file is torn, though the step still
+        # restores (and its state is checked against the digest)
+        with _quiet_orbax():
             self._mngr = ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(
                 max_to_keep=KEEP, create=True, cleanup_tmp_directories=True))   # drops saves a kill cut short
 

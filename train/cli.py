@@ -105,8 +105,9 @@ class _KilledAt(Checkpointer):
 @contextlib.contextmanager
 def ctrl_c_stops():
     """Within: the first Ctrl-C (SIGINT) asks the loop to checkpoint and stop after the step under way
-    (the yielded callable turns True); a second one interrupts at once. Outside the main thread (no
-    signal handlers there), Ctrl-C keeps its default action."""
+    (the yielded callable turns True); a second one interrupts at once. One pressed after the last step
+    lets the finished fit be written. Outside the main thread (no signal handlers there), Ctrl-C keeps
+    its default action."""
     asked = threading.Event()
 
     def handler(signum, frame):
