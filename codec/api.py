@@ -115,7 +115,7 @@ def parse(data: bytes):
             raise FormatError(f"file holds a section of unknown kind {s.kind}")
         name = tensors.collection_name(s.body)
         if name not in abstract or name in collections:
-            raise FormatError(f"file holds an unexpected collection {name!r}")
+            raise FormatError(f"file holds an unexpected collection {_shown(name)}")
         if s.kind == container.TENSORS:
             if name in references:
                 raise FormatError(f"collection {name!r} must be residual-coded against {references[name]!r}")
@@ -123,12 +123,17 @@ def parse(data: bytes):
         else:
             ref = tensors.residual_reference(s.body)
             if references.get(name) != ref or ref not in collections:
-                raise FormatError(f"collection {name!r} refers to {ref!r}, which is not the collection "
+                raise FormatError(f"collection {name!r} refers to {_shown(ref)}, which is not the collection "
                                   "decoded before it that the model chains it to")
             if layout_crc(abstract[ref]) != layout_crc(abstract[name]):   # a model bug, not a file error
                 raise ValueError(f"collections {name!r} and {ref!r} have different layouts")
             collections[name] = tensors.decode_residual(s.body, abstract[name], collections[ref][0], budget)
     return config, collections, sections
+
+
+def _shown(name: str) -> str:
+    """A name read from the file, quoted for a message and cut at 40 characters (it may be any bytes)."""
+    return repr(name if len(name) <= 40 else name[:40] + "...")
 
 
 def _checked_abstract(spec, config, n_sections: int, file_bytes: int):

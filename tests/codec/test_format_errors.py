@@ -631,3 +631,11 @@ def test_a_zero_step_is_accepted_and_a_negative_zero_step_refused():
     _, variables = api.decompress(data)
     assert not np.any(variables["params"]["block0"]["up"]["conv"]["bias"])
     refused(with_nerv_tensor(0, steps=b"\x00\x80"), "-0.0")
+
+
+def test_names_read_from_the_file_are_cut_in_messages():
+    message = refused(nerv_file(name=b"x" * 1000), "file holds an unexpected collection 'xxxx")
+    assert message.endswith("x...'") and len(message) < 100
+    message = refused(nirvana_file(residual=residual_body([uniform(0, 0)] * 10, reference=b"\x06" * 500)),
+                      "collection 'group001' refers to '\\x06")
+    assert len(message) < 400
