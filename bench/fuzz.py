@@ -9,6 +9,7 @@ the growth of the worker's peak RSS (ru_maxrss). Prints a table and writes bench
 
     python bench/fuzz.py                    # 20,000 cases (~10-15 min on 2 cores)
     python bench/fuzz.py --cases 2000 --seed 1
+    python bench/fuzz.py --header-sweep --out /tmp/sweep.json   # every header field x every absurd value
 """
 
 from __future__ import annotations
