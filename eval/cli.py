@@ -13,6 +13,7 @@ import sys
 
 from codec.decoder import DEFAULT_BATCH
 from inr.errors import ConfigError, NervaError
+from inr.sizing import MAX_PARAMS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,8 +24,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 # Bounds of the numeric options: nan, inf and values past these are usage errors, before any work starts
-MAX_PARAMS = 10**8       # --size / --sizes: 100M parameters are 0.4 GB of float32 weights and ~1.6 GB with the
-# gradient and Adam's two moments, past any model a video is fitted with (the presets are 0.1-3M)
+# --size / --sizes: at most inr.sizing.MAX_PARAMS parameters (a --bpp target is held to it when sized)
 MAX_FRAME_INDEX = 10**9  # --frames / --reference-start: 10^9 frames is 1 year at 30 fps
 MAX_SIDE = 16384         # --resize: a side of 16K pixels
 MAX_EPOCHS = 10**5

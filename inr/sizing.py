@@ -10,6 +10,10 @@ import jax
 
 from inr.errors import ConfigError
 
+# The largest parameter budget any model is sized to (--size, --sizes, or what a --bpp target implies):
+# 100M parameters are 0.4 GB of float32 weights and ~1.6 GB with the gradient and Adam's two moments, past
+# any model a video is fitted with (the presets are 0.1-3M).
+MAX_PARAMS = 10**8
 
 @functools.lru_cache(maxsize=4096)
 def count(init: Callable, config) -> int:

@@ -15,7 +15,7 @@ from codec.api import QuantPolicy
 from codec.bytesio import FormatError
 from codec.params import flatten
 from codec.quant import QuantizedTensor, bits_spanned
-from inr import registry
+from inr import registry, sizing
 from inr.config import Geometry
 from inr.errors import ConfigError, NervaError
 from train.loop import FitResult, fit
@@ -69,9 +69,12 @@ def make_config(model: str, geometry: Geometry, n_params: int | None = None, bpp
         if bpp <= 0:
             raise ConfigError(f"--bpp must be positive, got {bpp}")
         n_params = params_for_bpp(geometry, bpp, bits)
+        if n_params > sizing.MAX_PARAMS:
+            raise ConfigError(f"--bpp {bpp} asks for {n_params:.3g} parameters on this video, more than the "
+                              f"{sizing.MAX_PARAMS:.0e} any model is sized to; ask for a lower bpp")
     try:
         return spec.for_size(geometry, n_params, **overrides)
-    except ValueError as e:   # a config constraint broken by an override, e.g. cam_nodes=-1
+    except (ValueError, ConfigError) as e:   # a config constraint broken by an override, e.g. cam_nodes=-1
         raise ConfigError(f"{model}: {e}") from None
 
 

@@ -226,3 +226,12 @@ def test_a_fit_logged_to_a_file_writes_bounded_plain_lines(tmp_path):
     assert 10 <= len(lines) <= 11 + wall / 30, text   # a line per tenth, plus one per 30 s without one
     assert all(re.fullmatch(r"step \d+/88 \(\d+%\)  .*elapsed \d\d:\d\d.*", x) for x in lines), text
     assert lines[-1].startswith("step 88/88 (100%)  qat loss ")
+
+
+def test_a_bpp_target_past_the_parameter_limit_is_refused_before_sizing(clip, tmp_path, capsys):
+    # 24 bpp on 4 frames of 2160x3840 at 8 bits is 24·4·2160·3840 / 7.5 ≈ 1.06e8 parameters (the 7.5 bits a
+    # parameter costs at 8 bits: train.encode.BITS_PER_PARAM_AT_8), just past the 1e8 of any model.
+    with pytest.raises(inr.errors.ConfigError, match=r"1\.06e\+08 parameters.*1e\+08"):
+        train.encode.make_config("nerv", Geometry.of(4, 2160, 3840), bpp=24.0, bits=8)
+    # and 1e8 parameters' worth (22.6 bpp) is sized, not refused, by this check
+    assert train.encode.params_for_bpp(Geometry.of(4, 2160, 3840), 22.6, 8) <= 10**8
