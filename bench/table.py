@@ -83,11 +83,13 @@ def table(fn: Callable[[], str]) -> Callable[[], str]:
 
 @table
 def where_it_stands() -> str:
-    """README: the default INR presets and NIRVANA's against x265 on carphone, from committed rows."""
+    """README: the demo, the default INR presets and NIRVANA against x265 on carphone, from committed rows."""
     fit = {(r["codec"], r["params"]): r for r in jsonl("fit_carphone.jsonl")}
     nirvana = by_key("nirvana_carphone.jsonl")["nirvana|carphone|120|params=300000,bits=6,epochs=120,seed=0"]
     x265 = by_key("rd_carphone.jsonl")["x265-medium|carphone|120|crf24"]
-    rows = [("NeRV, 98,913 params, 60 + 6 epochs, 8 bits (`bench/fit.py`)", fit["nerv", 98913]),
+    demo = jsonl("demo_carphone.jsonl")[0]
+    rows = [(f"`nerva demo` (NeRV, {demo['params']:,} params, 120 epochs + QAT, 8 bits)", demo),
+            ("NeRV, 98,913 params, 60 + 6 epochs, 8 bits (`bench/fit.py`)", fit["nerv", 98913]),
             ("HNeRV, 95,735 params, 60 + 6 epochs, 8 bits (`bench/fit.py`)", fit["hnerv", 95735]),
             ("NIRVANA, 300k budget, 120 epochs, 6 bits (`nerva rd`)", nirvana),
             ("x265-medium, CRF 24 (`nerva rd`, `eval/baselines.py`)", x265)]
