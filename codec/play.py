@@ -158,9 +158,12 @@ class _BoundedServer(http.server.ThreadingHTTPServer):
                 return self.shutdown_request(request)
         try:
             super().process_request(request, client_address)   # starts the handler thread
-        except BaseException:
+        except Exception:   # the thread did not start, so its slot is still ours to give back
             self._slots.release()
             raise
+        # A KeyboardInterrupt passes untouched: it can arrive after the thread started (while start() waits
+        # for it), when the thread frees the slot itself; releasing it here too raised ValueError, which
+        # socketserver swallowed as a request error, and Ctrl-C no longer stopped `nerva play`.
 
     def process_request_thread(self, request, client_address):
         try:

@@ -283,3 +283,23 @@ def test_connections_queue_in_a_deep_backlog_before_the_server_accepts_any(clip)
         finally:
             for sock in socks:
                 sock.close()
+
+
+def test_ctrl_c_while_a_handler_thread_starts_stops_the_server_and_keeps_the_slot_count(clip, monkeypatch):
+    """SIGINT can land in process_request after the handler thread started, while start() waits for it, and
+    the thread can be done by then: the KeyboardInterrupt must leave the accept loop (it once turned into a
+    ValueError from giving the thread's connection slot back twice, which socketserver swallowed as a
+    request error, and `nerva play` ignored Ctrl-C)."""
+    import socketserver
+    started = socketserver.ThreadingMixIn.process_request
+
+    def start_then_interrupt(self, request, client_address):
+        started(self, request, client_address)
+        wait_until(lambda: self._slots._value == 2)   # the handler (its client gone) has finished
+        raise KeyboardInterrupt
+    monkeypatch.setattr(socketserver.ThreadingMixIn, "process_request", start_then_interrupt)
+    with play.PlayServer(Player(clip[3]), idle_timeout=5, max_connections=2) as s:
+        socket.create_connection(("127.0.0.1", s.port), timeout=30).close()
+        with pytest.raises(KeyboardInterrupt):
+            s._httpd._handle_request_noblock()   # one turn of serve_forever's accept loop
+        assert s._httpd._slots._value == 2       # every slot free again, none given back twice
