@@ -17,7 +17,9 @@ def test_the_readme_gives_two_setup_commands_install_and_demo_then_the_tests():
     install, tests = _setup_commands()
     assert "\n" not in install and "\n" not in tests
     assert install.startswith("apt-get update && apt-get install -y") and install.endswith("&& .venv/bin/nerva demo")
-    for package in ("python3", "python3-venv", "chromium"):   # Debian 12 has neither venv nor a browser by default
+    # Debian 12 has neither venv nor a browser by default, and Playwright's node driver links libatomic.so.1,
+    # which a bare Debian 12 lacks (found by running the README's commands on a debootstrap'd bookworm)
+    for package in ("python3", "python3-venv", "chromium", "libatomic1"):
         assert f" {package} " in f" {install.split('&& python3 -m venv')[0]} "
     assert tests == ".venv/bin/python -m pytest -q"
 
