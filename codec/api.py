@@ -15,7 +15,7 @@ from codec import container, entropy, header, tensors
 from codec.bytesio import FormatError
 from codec.params import first_match, flatten, layout_crc, unflatten
 from codec.quant import QuantizedTensor, quantize
-from inr import registry
+from inr import registry, sizing
 from inr.errors import NervaError
 
 
@@ -84,7 +84,7 @@ def compress(config, quantized: dict[str, QuantizedTensor]) -> bytes:
 # float32 weights, 5x NeRV-L's 12.6M) caps what any file can make the decoder hold.
 ELEMENTS_FIXED = 1 << 20
 ELEMENTS_PER_BYTE = 1024
-MAX_ELEMENTS = 1 << 26
+MAX_ELEMENTS = sizing.MAX_PARAMS   # 2**26: what the encoder may size a model to
 
 
 def element_limit(file_bytes: int) -> int:

@@ -74,7 +74,7 @@ def parse_size(text: str) -> int:
     if not math.isfinite(v):   # checked as a float: int(inf) raises OverflowError, int(nan) ValueError
         raise argparse.ArgumentTypeError(f"size must be a finite number: {_shown(text)}")
     if v > MAX_PARAMS:
-        raise argparse.ArgumentTypeError(f"size must be at most {MAX_PARAMS:.0e} parameters: {_shown(text)}")
+        raise argparse.ArgumentTypeError(f"size must be at most {MAX_PARAMS:,} parameters: {_shown(text)}")
     if int(v) <= 0:
         raise argparse.ArgumentTypeError(f"size must be positive: {_shown(text)}")
     return int(v)
@@ -138,7 +138,7 @@ def _sizes(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"not a list of parameter counts: {_shown(text)}")
     sizes = tuple(sorted({int(x) for x in items}))
     if sizes[0] <= 0 or sizes[-1] > MAX_PARAMS:
-        raise argparse.ArgumentTypeError(f"parameter counts must lie in 1..{MAX_PARAMS:.0e}: {_shown(text)}")
+        raise argparse.ArgumentTypeError(f"parameter counts must lie in 1..{MAX_PARAMS:,}: {_shown(text)}")
     return sizes
 
 

@@ -10,10 +10,11 @@ import jax
 
 from inr.errors import ConfigError
 
-# The largest parameter budget any model is sized to (--size, --sizes, or what a --bpp target implies):
-# 100M parameters are 0.4 GB of float32 weights and ~1.6 GB with the gradient and Adam's two moments, past
-# any model a video is fitted with (the presets are 0.1-3M).
-MAX_PARAMS = 10**8
+# The largest parameter budget any model is sized to (--size, --sizes, or what a --bpp target implies), and
+# the most parameters a .nerva file may describe (codec.api.MAX_ELEMENTS, FORMAT.md §5.1), so that nerva never
+# fits a model its own reader refuses: 2^26 are 256 MiB of float32 weights (~1 GiB with the gradient and
+# Adam's two moments), five times NeRV-L's 12.6M and far past the presets (0.1-3M).
+MAX_PARAMS = 1 << 26
 
 @functools.lru_cache(maxsize=4096)
 def count(init: Callable, config) -> int:

@@ -104,7 +104,7 @@ def test_a_bad_fit_option_is_a_one_line_usage_error_that_touches_nothing(option,
 
 # (option, the attribute it sets, the values a parsed one may take); bounds as documented in eval/cli.py
 BOUNDED = [("--lr", "lr", lambda v: 0 < v <= 1), ("--epochs", "epochs", lambda v: 0 < v <= 1e5),
-           ("--bpp", "bpp", lambda v: 0 < v <= 24), ("--size", "size", lambda v: 1 <= v <= 1e8),
+           ("--bpp", "bpp", lambda v: 0 < v <= 24), ("--size", "size", lambda v: 1 <= v <= 2**26),
            ("--prune", "prune", lambda v: 0 <= v < 1), ("--seed", "seed", lambda v: 0 <= v < 2**32),
            ("--batch", "batch", lambda v: 1 <= v <= 1024), ("--bits", "bits", lambda v: 1 <= v <= 16),
            ("--frames", "frames", lambda v: 0 <= v[0] < (v[1] or 10**9 + 1) <= 10**9 + 1),

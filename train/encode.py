@@ -71,7 +71,7 @@ def make_config(model: str, geometry: Geometry, n_params: int | None = None, bpp
         n_params = params_for_bpp(geometry, bpp, bits)
         if n_params > sizing.MAX_PARAMS:
             raise ConfigError(f"--bpp {bpp} asks for {n_params:.3g} parameters on this video, more than the "
-                              f"{sizing.MAX_PARAMS:.0e} any model is sized to; ask for a lower bpp")
+                              f"{sizing.MAX_PARAMS:,} any model is sized to; ask for a lower bpp")
     try:
         return spec.for_size(geometry, n_params, **overrides)
     except (ValueError, ConfigError) as e:   # a config constraint broken by an override, e.g. cam_nodes=-1

@@ -229,9 +229,10 @@ def test_a_fit_logged_to_a_file_writes_bounded_plain_lines(tmp_path):
 
 
 def test_a_bpp_target_past_the_parameter_limit_is_refused_before_sizing(clip, tmp_path, capsys):
-    # 24 bpp on 4 frames of 2160x3840 at 8 bits is 24·4·2160·3840 / 7.5 ≈ 1.06e8 parameters (the 7.5 bits a
-    # parameter costs at 8 bits: train.encode.BITS_PER_PARAM_AT_8), just past the 1e8 of any model.
-    with pytest.raises(inr.errors.ConfigError, match=r"1\.06e\+08 parameters.*1e\+08"):
-        train.encode.make_config("nerv", Geometry.of(4, 2160, 3840), bpp=24.0, bits=8)
-    # and 1e8 parameters' worth (22.6 bpp) is sized, not refused, by this check
-    assert train.encode.params_for_bpp(Geometry.of(4, 2160, 3840), 22.6, 8) <= 10**8
+    # 16 bpp on 4 frames of 2160x3840 at 8 bits is 16·4·2160·3840 / 7.5 ≈ 7.08e7 parameters (the 7.5 bits a
+    # parameter costs at 8 bits: train.encode.BITS_PER_PARAM_AT_8), past the 2^26 = 67,108,864 of any model
+    # (the most a .nerva file may describe, FORMAT.md §5.1).
+    with pytest.raises(inr.errors.ConfigError, match=r"7\.08e\+07 parameters.*67,108,864"):
+        train.encode.make_config("nerv", Geometry.of(4, 2160, 3840), bpp=16.0, bits=8)
+    # and 2^26 parameters' worth (15.1 bpp) passes this check
+    assert train.encode.params_for_bpp(Geometry.of(4, 2160, 3840), 15.1, 8) <= 2**26
