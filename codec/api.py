@@ -16,7 +16,7 @@ from codec.bytesio import FormatError
 from codec.params import first_match, flatten, layout_crc, unflatten
 from codec.quant import QuantizedTensor, quantize
 from inr import registry, sizing
-from inr.errors import NervaError
+from inr.errors import NervaError, one_line
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,7 +158,7 @@ def _built(config, fn):
         return fn(config)
     except Exception as e:   # noqa: BLE001 - the trust boundary between file values and model code
         raise FormatError(f"file header describes a {type(config).__name__} that cannot be built: "
-                          f"{header.one_line(e)}") from None
+                          f"{one_line(e)}") from None
 
 
 def _check_collection_count(count: int, n_sections: int) -> None:
@@ -199,7 +199,7 @@ def _check_rendered_shape(config) -> None:
         shape = rendered_shape(config)
     except Exception as e:   # noqa: BLE001 - model code given file values: any failure is the file's
         raise FormatError(f"file header describes a {type(config).__name__} that cannot render a frame: "
-                          f"{header.one_line(e)}") from None
+                          f"{one_line(e)}") from None
     if shape != (1, g.height, g.width, 3):
         raise FormatError(f"file header's geometry ({g.height}x{g.width}) disagrees with the frames its "
                           f"model renders (shape {shape})")

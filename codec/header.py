@@ -15,6 +15,7 @@ from typing import Any
 
 from codec.bytesio import ByteReader, ByteWriter, FormatError
 from inr.config import field_types
+from inr.errors import one_line
 
 
 def write_config(config: Any) -> bytes:
@@ -29,12 +30,6 @@ def read_config(cls: type, data: bytes) -> Any:
     obj = _read_fields(r, cls, top_level=True)
     r.expect_end()
     return obj
-
-
-def one_line(e: BaseException) -> str:
-    """An exception as one short line: its message (or its type when it has none), whitespace folded."""
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _write_fields(w: ByteWriter, obj: Any) -> None:

@@ -11,3 +11,10 @@ class VideoError(NervaError):
 
 class ConfigError(NervaError):
     """A configuration or command-line option is invalid (unknown key, bad value, impossible size)."""
+
+
+def one_line(e: BaseException, limit: int = 200) -> str:
+    """An exception as one short line for a message: its text (its type when it has none), whitespace
+    (newlines included) folded to single spaces, cut at `limit` characters."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -18,7 +18,7 @@ import av
 import imageio.v3 as iio
 import numpy as np
 
-from inr.errors import VideoError
+from inr.errors import VideoError, one_line
 
 DEFAULT_FPS = 25.0   # used when a container does not state its frame rate, and for image folders
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
@@ -217,7 +217,7 @@ def _read_container(path: Path, start: int, stop: int | None, size: tuple[int, i
                 if total == stop:
                     break
     except (av.FFmpegError, OSError, ValueError) as err:
-        raise VideoError(f"cannot read {path}: not a video or unreadable ({_one_line(err)})") from None
+        raise VideoError(f"cannot read {path}: not a video or unreadable ({one_line(err)})") from None
     _check_bounds(path, start, stop, total)
     return Video(buffer.frames(), fps)
 
@@ -263,7 +263,7 @@ def _read_image(file: Path, size: tuple[int, int] | None) -> np.ndarray:
     except Exception as err:   # on hostile bytes PIL raises SyntaxError, OSError, ValueError, EOFError,
         # struct.error, DecompressionBombError, ... (its own list is not closed): each is this file's fault
         raise VideoError(f"cannot read {file}: not an image or unreadable ({type(err).__name__}: "
-                         f"{_one_line(err)})") from None
+                         f"{one_line(err)})") from None
     if image.dtype != np.uint8:
         raise VideoError(f"cannot read {file}: only 8-bit images are supported, got {image.dtype}")
     if image.ndim == 2:
@@ -421,17 +421,12 @@ def _atomic_output(target: Path, directory: bool) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, target)   # an empty existing directory is replaced too (POSIX rename)
     except (av.FFmpegError, OSError, ValueError) as err:
-        raise VideoError(f"cannot write {target}: {_one_line(err)}") from None
+        raise VideoError(f"cannot write {target}: {one_line(err)}") from None
     finally:
         if directory:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
-
-
-def _one_line(err: BaseException) -> str:
-    """An exception's message with all whitespace (newlines included) collapsed to single spaces."""
-    return " ".join(str(err).split()) or type(err).__name__
 
 
 # --------------------------------------------------------------------------------------------- test clips

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from inr.errors import ConfigError
+from inr.errors import ConfigError, one_line
 
 KEEP = 2   # checkpoints kept: the one before the latest is the fallback when the latest is damaged
 
@@ -95,7 +95,7 @@ class Checkpointer:
         try:
             meta = self._mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
         except Exception as e:   # noqa: BLE001
-            raise _Damaged(f"its run record does not read: {_one_line(e)}") from None
+            raise _Damaged(f"its run record does not read: {one_line(e, 120)}") from None
         if not isinstance(meta, dict) or "digest" not in meta:
             raise _Damaged("its run record lacks the state digest")
         if meta.get("run_id") != self.run_id:
@@ -106,7 +106,7 @@ class Checkpointer:
             args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
             state = self._mngr.restore(step, args=args)["state"]
         except Exception as e:   # noqa: BLE001
-            raise _Damaged(f"its state does not read: {_one_line(e)}") from None
+            raise _Damaged(f"its state does not read: {one_line(e, 120)}") from None
         if state_digest(state) != meta["digest"]:
             raise _Damaged("its state does not match the digest saved with it")
         return state
@@ -151,7 +151,3 @@ def _quiet_orbax():
 class _Damaged(Exception):
     """A checkpoint step that cannot be trusted; the message says why."""
 
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) <= 120 else text[:117] + "..."
