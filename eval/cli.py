@@ -142,15 +142,25 @@ def _sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def add_fit_options(p: argparse.ArgumentParser, model: str | None = "hnerv") -> None:
-    """Options shared by `fit` and `demo` (model None: the demo preset's model, resolved later)."""
+# `nerva demo`: the bundled carphone clip, fitted end to end within a few minutes on 2 CPU cores. NeRV, because
+# at equal wall time it beats HNeRV on this CPU (bench/fit.py on carphone at 100k parameters: NeRV 150 epochs
+# 32.05 dB at 0.268 bpp in 327 s, training 63 frames/s, decoding 150 frames/s; HNeRV 60 epochs 30.44 dB at
+# 0.243 bpp in 365 s, 23 and 90 frames/s): XLA:CPU runs HNeRV's 5×5 convolutions on few channels at a small
+# fraction of peak. 120 epochs leave room for a slower machine.
+DEMO_MODEL = "nerv"
+DEMO_EPOCHS = 120
+
+
+def add_fit_options(p: argparse.ArgumentParser, model: str = "hnerv", epochs: float | None = None) -> None:
+    """Options shared by `fit` and `demo` (`epochs` None: the model's preset)."""
     p.add_argument("--model", default=model,
-                   help=f"model (nerv, hnerv, nervpp, cam, ...; default {model or 'the demo preset'}); "
+                   help=f"model (nerv, hnerv, nervpp, cam, ...; default {model}); "
                         "config fields may follow, e.g. hnerv:cam_nodes=30 for HNeRV with CAM")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--size", type=parse_size, help="parameter budget, e.g. 0.2M or 150k (at most 100M)")
+    size.add_argument("--size", type=parse_size, help=f"parameter budget, e.g. 0.2M or 150k (at most {MAX_PARAMS:,})")
     size.add_argument("--bpp", type=_float_in(MAX_BPP), help="target bits per pixel (sets the size)")
-    p.add_argument("--epochs", type=_float_in(MAX_EPOCHS), help="fitting epochs (default: the model's preset)")
+    p.add_argument("--epochs", type=_float_in(MAX_EPOCHS), default=epochs,
+                   help=f"fitting epochs (default {epochs:g})" if epochs else "fitting epochs (default: the model's preset)")
     p.add_argument("--bits", type=_bits, default=8, help="quantization bits of weights (default 8)")
     p.add_argument("--embed-bits", type=_bits, help="quantization bits of latents (default: --bits)")
     p.add_argument("--prune", type=_fraction, default=0.0, help="global sparsity, e.g. 0.2 (default 0)")
@@ -206,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="fit-and-compress the bundled carphone clip, decode and report")
     p.add_argument("-o", "--output-dir", default="nerva-demo", help="where to write the results")
-    add_fit_options(p, model=None)
+    add_fit_options(p, model=DEMO_MODEL, epochs=DEMO_EPOCHS)
 
     p = sub.add_parser("rd", help="rate-distortion sweep of INR models and x264/x265/AV1 on one clip")
     p.add_argument("clip", help="a bundled clip name (carphone, bigbuckbunny) or a video path")

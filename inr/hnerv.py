@@ -13,6 +13,7 @@ from inr.cam import CAM_LIMITS, CAMOption, frame_position
 from inr.config import MAX_SIDE, ConfigBase, Geometry, Limit
 from inr.errors import ConfigError
 from inr.grid import MAX_STAGES, MAX_STRIDE, STAGE_LIMITS, check_stage_grid, plan_strides
+from inr.nerv import FAMILY_PRESET
 from inr.layers import ACTIVATIONS, MAX_CHANNELS, MAX_KERNEL, Conv, UpBlock, activation, gelu, output_head
 from inr.registry import ModelSpec, register
 
@@ -221,4 +222,5 @@ def count_params(config) -> int:
 SPEC = register(ModelSpec(
     name="hnerv", model_id=2, config_cls=HNeRVConfig, init=init, render=render,
     for_size=HNeRVConfig.for_size, init_aux=init_aux, train_render=train_render, finalize=finalize,
+    preset=FAMILY_PRESET,
     description="HNeRV: ConvNeXt-encoded per-frame embeddings -> conv/PixelShuffle decoder"))

@@ -29,7 +29,7 @@ from inr.config import ConfigBase, Geometry, Limit
 from inr.grid import STAGE_LIMITS, check_stage_grid
 from inr.layers import (ACTIVATIONS, MAX_CHANNELS, MAX_KERNEL, MAX_PE_LEVELS, Conv, Dense, UpBlock, activation,
                         check_positional_encoding, gelu, output_head, positional_encoding)
-from inr.nerv import width_fields
+from inr.nerv import FAMILY_PRESET, width_fields
 from inr.registry import ModelSpec, register
 
 
@@ -157,5 +157,5 @@ def count_params(config) -> int:
 
 SPEC = register(ModelSpec(
     name="nervpp", model_id=3, config_cls=NeRVPPConfig, init=init, render=render,
-    for_size=NeRVPPConfig.for_size,
+    for_size=NeRVPPConfig.for_size, preset=FAMILY_PRESET,
     description="NeRV++: gated MLP stem, gated depthwise + separable residual blocks around each upsampling"))

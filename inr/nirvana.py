@@ -418,4 +418,6 @@ SPEC = register(ModelSpec(
     for_size=NIRVANAConfig.for_size, init_aux=init_aux, train_render=train_render, finalize=finalize,
     schedule=schedule, start_phase=start_phase, rate=rate, quantize=quantize, references=references,
     n_collections=n_collections,
+    # small per-group SIRENs: group 0 at 3e-2, later groups at its warm_lr (0.5x) of it; size = all groups
+    preset=dict(size=300_000, lr=3e-2, beta1=0.9, epochs=120),
     description="NIRVANA: a patch-wise SIREN network per group of frames, residual-coded group to group"))

@@ -30,6 +30,9 @@ class ModelSpec:
     train_render: Callable | None = None  # (config, variables, aux, idx, frames (B,H,W,3)) -> frames
     finalize: Callable | None = None      # (config, variables, aux, frames (T,H,W,3)) -> Variables
     description: str = ""
+    # The family's training preset for a 2-core CPU (train.presets.Preset fields: size, lr, beta1, epochs,
+    # optionally loss); None: train.presets' fallback. Plain values: inr imports no train.
+    preset: dict | None = None
     # Families that train in their own phases (NIRVANA: one phase per group of frames). Plain types
     # only: inr imports neither codec nor train.
     schedule: Callable | None = None      # (config, epochs, lr) -> [dict of train.schedule.Phase fields]

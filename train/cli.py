@@ -206,8 +206,6 @@ def cmd_demo(args) -> int:
     """Fits the bundled carphone clip with the demo preset, writes the file and a decoded video."""
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    args.model = args.model or presets.DEMO_MODEL
-    args.epochs = args.epochs or presets.DEMO_EPOCHS
     clip = bundled_clip("carphone")
     print(f"nerva demo: fitting {clip.name} with {args.model}; results go to {out}/")
     video = read_video(clip)
