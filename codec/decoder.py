@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from codec.metrics import Quality, measure
+from codec.metrics import Quality, mean_psnr, measure
 from inr import registry
 
 TRACES: collections.Counter = collections.Counter()   # config -> times traced (tests assert 1)
@@ -86,7 +86,10 @@ class FileReport:
 
 
 def measure_file(path, source: np.ndarray, batch: int = DEFAULT_BATCH) -> FileReport:
-    """Decodes the file at `path` (not an encoder's in-memory copy) and measures it against `source`.
+    """Decodes the file at `path` (not an encoder's in-memory copy) and measures it against `source`,
+    one batch at a time: the decoded clip is never held. Each frame is measured on its own (codec.metrics'
+    per-frame numbers do not depend on how many frames a call gets) and the video's numbers are their means,
+    as `measure` of the whole clip gives them.
 
     Args:
       source: (T, H, W, 3) uint8, the frames the file was fitted to.
@@ -94,9 +97,16 @@ def measure_file(path, source: np.ndarray, batch: int = DEFAULT_BATCH) -> FileRe
     from codec import api   # the decoder core stays importable without the container code
     data = api.read_file(path)
     config, variables = api.decompress(data)
-    decode_frames(config, variables, batch=batch)          # compile
-    t = time.perf_counter()
-    decoded = decode_frames(config, variables, batch=batch)
-    fps = decoded.shape[0] / (time.perf_counter() - t)
-    return FileReport(len(data), 8 * len(data) / config.geometry.pixels, measure(source, decoded), fps,
-                      config)
+    g = config.geometry
+    if source.shape != (g.frames, g.height, g.width, 3):
+        raise ValueError(f"source frames {source.shape} do not match the file's {g.frames}x{g.height}x{g.width}")
+    decode_batch(config, variables, 0, batch)   # compile, untimed
+    seconds, frames = 0.0, []
+    for b in range(-(-g.frames // batch)):
+        t = time.perf_counter()
+        decoded = decode_batch(config, variables, b, batch)
+        seconds += time.perf_counter() - t
+        frames += [measure(source[b * batch + i][None], frame[None]) for i, frame in enumerate(decoded)]
+    quality = Quality(psnr=mean_psnr([q.psnr for q in frames]), psnr_y=mean_psnr([q.psnr_y for q in frames]),
+                      ms_ssim=float(np.mean([q.ms_ssim for q in frames])), ms_ssim_scales=frames[0].ms_ssim_scales)
+    return FileReport(len(data), 8 * len(data) / g.pixels, quality, g.frames / seconds, config)

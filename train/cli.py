@@ -17,7 +17,7 @@ import numpy as np
 from codec import api
 from codec.api import QuantPolicy
 from codec.container import write_atomic
-from codec.decoder import decode_frames
+from codec.decoder import decode_frames, measure_file
 from inr import registry
 from inr.config import Geometry
 from inr.errors import ConfigError
@@ -27,7 +27,6 @@ from train.checkpoint import Checkpointer
 from train.encode import Diverged, Encoded, encode, make_config, run_id
 from train.loop import Interrupted
 from train.progress import progress_for
-from train.report import measure_streaming
 from train.schedule import TrainConfig
 
 # Test hook of tests/train/test_crash.py: SIGKILL the process right after the checkpoint of this global
@@ -161,7 +160,7 @@ def fit_video(video: Video, output: Path, args, checkpoint_every: int = 500, res
 def summarize(path: Path, source: np.ndarray, enc: Encoded) -> dict:
     """Decodes the written file (not the encoder's copy) batch by batch and measures it against the source
     frames (T, H, W, 3) uint8, never holding a second copy of the clip."""
-    rep = measure_streaming(path, source)
+    rep = measure_file(path, source)
     g, q = rep.config.geometry, rep.quality
     return {
         "codec": registry.spec_of(rep.config).name, "file": str(path), "bytes": rep.bytes,
