@@ -5,13 +5,21 @@ its peak RSS is the kernel's figure for that child alone (`os.wait4`'s `ru_maxrs
 never inherits another's heap. A "baseline" child imports the same modules and runs one jitted op: the
 runtime's own footprint (Python, JAX, XLA), which every bound includes.
 
-Bounds are written as baseline + k·F, F = the clip as uint8 (T·H·W·3 bytes; 132·720·1280·3 = 365 MB):
-- read, k = 1: the frames array itself; the reader's buffers are one frame, not a clip.
-- fit, k = 2: the uint8 clip held for the fit (1 F) plus at most 1 F for everything else: float batches
-  converted on the fly, the network's activations and gradients at this frame size, the written file's
-  read-back and measurement. A float32 copy of the clip alone is 4 F, so holding one fails the bound.
-- decode, k = 0.5: a streaming decode holds a batch of frames and the encoder's buffers, nothing
-  proportional to the clip (half a clip leaves room for the encoder's lookahead at 720p).
+Bounds are written as baseline + k·F + P + A:
+- F = the frames read as uint8 (T·H·W·3 bytes; the whole clip: 132·720·1280·3 = 365 MB);
+- P = the working memory of the largest program the task ran (XLA's buffer assignment: temporaries and
+  outputs less donated arguments, `inr.memory.program_bytes`), as the process itself reports it; what a
+  fit or decode checks against the machine's free memory before it starts (`inr.memory.check_program`);
+- A = a fixed allowance for what is neither: compiled code, the compiler's own working memory, XLA's and
+  the allocator's retained buffers, the video encoder.
+Per task:
+- read, k = 1, A = 0: the frames array itself; the reader's buffers are one frame, not a clip.
+- fit, k = 1, A = 1 GB: the uint8 clip held for the fit and nothing else in proportion to it (each step
+  sends its batch and converts it on the device; evaluation goes batch by batch; the written file's
+  read-back streams); a float32 copy of the clip alone would be 4 F.
+- decode, k = 0, A = 0.5 GB: a streaming decode holds a batch of frames, nothing in proportion to the clip.
+Each model is measured on the first FRAMES frames and on the whole clip, so the rows show how the peak
+grows with the clip (by at most k·F) apart from what does not.
 The fit is short (`--epochs`, default 0.05: a few steps per phase): the peak is reached in the first
 steps of a phase (the compiled step, the batch, the optimizer state) and again in the read-back, and
 more steps only repeat them.
@@ -34,9 +42,11 @@ from pathlib import Path
 from table import print_table, provenance   # bench/table.py: Python puts the script's folder on sys.path
 
 CLIP = "bigbuckbunny"
-K = {"read": 1.0, "fit": 2.0, "decode": 0.5}
-COLUMNS = [("model", "model", "{}"), ("task", "task", "{}"), ("peak_mb", "peak RSS MB", "{:,.0f}"),
-           ("above_baseline_mb", "above baseline MB", "{:,.0f}"), ("k", "k", "{:g}"),
+K = {"read": 1.0, "fit": 1.0, "decode": 0.0}
+ALLOWANCE = {"read": 0.0, "fit": 1e9, "decode": 0.5e9}
+FRAMES = 16   # the short clip each model is also measured on
+COLUMNS = [("model", "model", "{}"), ("task", "task", "{}"), ("frames", "frames", "{}"),
+           ("peak_mb", "peak RSS MB", "{:,.0f}"), ("program_mb", "largest program MB", "{:,.0f}"),
            ("bound_mb", "bound MB", "{:,.0f}"), ("within", "within bound", "{}"), ("wall_s", "wall s", "{:.0f}")]
 MB = 1e6
 
@@ -46,6 +56,7 @@ def child(task: str, args: list[str]) -> int:
     import jax.numpy as jnp
 
     from eval.cli import main
+    from inr.memory import largest_program
     from inr.video import bundled_clip, read_video
     if task == "baseline":
         jnp.zeros(8).sum().block_until_ready()
@@ -55,12 +66,17 @@ def child(task: str, args: list[str]) -> int:
         print(json.dumps({"shape": list(video.frames.shape), "dtype": str(video.frames.dtype)}))
         return 0
     if task == "fit":
-        model, epochs, out = args
-        return main(["fit", str(bundled_clip(CLIP)), "-o", out, "--model", model, "--epochs", epochs, "--quiet"])
-    if task == "decode":
+        model, epochs, frames, out = args
+        status = main(["fit", str(bundled_clip(CLIP)), "-o", out, "--model", model, "--epochs", epochs,
+                       "--frames", f"0:{frames}", "--quiet"])
+    elif task == "decode":
         (file, out) = args
-        return main(["decode", file, "-o", out])
-    raise SystemExit(f"unknown task {task!r}")
+        status = main(["decode", file, "-o", out])
+    else:
+        raise SystemExit(f"unknown task {task!r}")
+    what, nbytes = largest_program()
+    print(json.dumps({"program": what, "program_bytes": nbytes}))
+    return status
 
 
 def measure(task: str, *args: str) -> dict:
@@ -77,12 +93,20 @@ def measure(task: str, *args: str) -> dict:
     return {"peak": usage.ru_maxrss * 1024, "wall_s": time.perf_counter() - t, "output": output}   # KiB on Linux
 
 
-def row(model: str, task: str, result: dict, baseline: int, clip_bytes: int, run: dict) -> dict:
-    bound = baseline + K[task] * clip_bytes
-    return {"model": model, "task": task, "peak_mb": result["peak"] / MB, "baseline_mb": baseline / MB,
-            "above_baseline_mb": (result["peak"] - baseline) / MB, "k": K[task], "clip_mb": clip_bytes / MB,
-            "bound_mb": bound / MB, "within": "yes" if result["peak"] <= bound else "NO",
-            "wall_s": result["wall_s"], **run}
+def row(model: str, task: str, frames: int, result: dict, baseline: int, clip_bytes: int, run: dict) -> dict:
+    """One measurement and its bound: baseline + k·F + P + A (F: the frames read, as uint8)."""
+    reported = _last_json(result["output"]) if task != "read" else {}
+    program = reported.get("program_bytes", 0)
+    bound = baseline + K[task] * clip_bytes + program + ALLOWANCE[task]
+    return {"model": model, "task": task, "frames": frames, "peak_mb": result["peak"] / MB,
+            "baseline_mb": baseline / MB, "above_baseline_mb": (result["peak"] - baseline) / MB, "k": K[task],
+            "clip_mb": clip_bytes / MB, "program_mb": program / MB, "program": reported.get("program", ""),
+            "allowance_mb": ALLOWANCE[task] / MB, "bound_mb": bound / MB,
+            "within": "yes" if result["peak"] <= bound else "NO", "wall_s": result["wall_s"], **run}
+
+
+def _last_json(output: str) -> dict:
+    return json.loads(output.strip().splitlines()[-1])
 
 
 def run(models: list[str], epochs: str, workdir: Path, out: Path) -> list[dict]:
@@ -90,18 +114,20 @@ def run(models: list[str], epochs: str, workdir: Path, out: Path) -> list[dict]:
     meta = {"clip": CLIP, "fit_epochs": float(epochs), "git_sha": _git_sha(), **provenance()}
     baseline = measure("baseline")["peak"]
     read = measure("read")
-    shape = json.loads(read["output"].strip().splitlines()[-1])["shape"]
-    clip_bytes = shape[0] * shape[1] * shape[2] * shape[3]
-    print(f"{CLIP}: {shape[0]} frames {shape[2]}x{shape[1]}, F = {clip_bytes / MB:.0f} MB as uint8; "
+    shape = _last_json(read["output"])["shape"]
+    frame_bytes = shape[1] * shape[2] * shape[3]
+    print(f"{CLIP}: {shape[0]} frames {shape[2]}x{shape[1]}, F = {shape[0] * frame_bytes / MB:.0f} MB as uint8; "
           f"baseline (runtime alone) {baseline / MB:.0f} MB", flush=True)
-    rows = [row("—", "read", read, baseline, clip_bytes, meta)]
+    rows = [row("—", "read", shape[0], read, baseline, shape[0] * frame_bytes, meta)]
     _append(out, rows[-1])
     for model in models:
-        file = workdir / f"{model}.nerva"
-        for task, args in (("fit", (model, epochs, str(file))), ("decode", (str(file), str(workdir / f"{model}.mp4")))):
-            rows.append(row(model, task, measure(task, *args), baseline, clip_bytes, meta))
-            _append(out, rows[-1])
-            print(f"done {model} {task}: peak {rows[-1]['peak_mb']:,.0f} MB", flush=True)
+        for frames in (FRAMES, shape[0]):
+            file, clip_bytes = workdir / f"{model}-{frames}.nerva", frames * frame_bytes
+            for task, args in (("fit", (model, epochs, str(frames), str(file))),
+                               ("decode", (str(file), str(workdir / f"{model}-{frames}.mp4")))):
+                rows.append(row(model, task, frames, measure(task, *args), baseline, clip_bytes, meta))
+                _append(out, rows[-1])
+                print(f"done {model} {task} {frames} frames: peak {rows[-1]['peak_mb']:,.0f} MB", flush=True)
     return rows
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from codec.metrics import Quality, mean_psnr, measure
 from inr import registry
+from inr.memory import check_program
 
 TRACES: collections.Counter = collections.Counter()   # config -> times traced (tests assert 1)
 
@@ -50,7 +51,29 @@ def decode_batch(config, variables, b: int, batch: int = DEFAULT_BATCH) -> np.nd
     if not 0 <= b * batch < t:
         raise IndexError(f"batch {b} of {batch} frames lies outside the file's {t} frames")
     n = min(batch, t - b * batch)
-    return np.asarray(render_uint8(config, variables, jnp.asarray(batch_frames(b, batch, t))))[:n]
+    idx = jnp.asarray(batch_frames(b, batch, t))
+    return np.asarray(_render_program(config, variables, batch)(variables, idx))[:n]
+
+
+_COMPILED: collections.OrderedDict = collections.OrderedDict()   # (config, batch) -> compiled, newest last
+_COMPILED_KEPT = 16
+
+
+def _render_program(config, variables, batch: int):
+    """render_uint8 compiled for `config` at `batch` frames (a config fixes its variables' shapes), its
+    working memory checked before it first runs: a file whose frames this machine cannot render is refused
+    with a clear message instead of failing to allocate."""
+    key = (config, batch)
+    if key not in _COMPILED:
+        g = config.geometry
+        compiled = render_uint8.lower(config, variables, jnp.zeros((batch,), jnp.int32)).compile()
+        check_program(compiled, f"decoding {g.width}x{g.height} frames, {batch} at a time",
+                      "decode fewer frames at a time" if batch > 1 else "this machine cannot decode this file")
+        _COMPILED[key] = compiled
+        if len(_COMPILED) > _COMPILED_KEPT:
+            _COMPILED.popitem(last=False)
+    _COMPILED.move_to_end(key)
+    return _COMPILED[key]
 
 
 def decode_frames(config, variables, indices=None, batch: int = DEFAULT_BATCH) -> np.ndarray:

@@ -18,3 +18,7 @@ def one_line(e: BaseException, limit: int = 200) -> str:
     (newlines included) folded to single spaces, cut at `limit` characters."""
     text = " ".join(str(e).split()) or type(e).__name__
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+class ResourceError(NervaError):
+    """The machine lacks what a task needs (memory for a compiled program), found before the task starts."""

@@ -16,11 +16,13 @@ import numpy as np
 import optax
 
 from codec.api import QuantPolicy
+from codec.decoder import DEFAULT_BATCH
 from codec.metrics import mean_psnr, psnr
 from codec.params import first_match, flatten, path_str, unflatten
 from codec.prune import magnitude_masks
 from codec.quant import fake_quantize
 from inr import registry
+from inr.memory import check_program
 from train.losses import LOSSES
 from train.schedule import Phase, TrainConfig
 
@@ -159,8 +161,9 @@ def _policy_key(shape: _Shape, policy: QuantPolicy) -> QuantPolicy | None:
 
 @functools.lru_cache(maxsize=64)
 def _step_program(config, optimizer: tuple, loss: str, shape: _Shape, policy: QuantPolicy | None):
-    """The jitted step: (state tree, frames (T,H,W,3) uint8, key, local step, numbers) -> (state tree,
-    loss, mse). Memoized on its (hashable) arguments, so repeated phases and fits reuse the compiled step."""
+    """The jitted step: (state tree, batch (B,H,W,3) uint8, its frame indices (B,), local step, numbers) ->
+    (state tree, loss, mse). Memoized on its (hashable) arguments, so repeated phases and fits reuse the
+    compiled step."""
     tx = _optimizer_of(*optimizer)
     forward = _forward_fn(config, shape, policy)
     loss_fn = LOSSES[loss]
@@ -168,13 +171,8 @@ def _step_program(config, optimizer: tuple, loss: str, shape: _Shape, policy: Qu
     spec = registry.spec_of(config)
     pixels = shape.span * config.geometry.height * config.geometry.width
 
-    def step(tree, frames, key, s, hp):
-        epoch = s // hp["per_epoch"]
-        perm = hp["start"] + jax.random.permutation(jax.random.fold_in(key, epoch), shape.span)
-        # A batch's frames in index order (the loss is a mean over them): a batch that covers a range of
-        # frames, e.g. NIRVANA's whole group, is then that range in order.
-        idx = jnp.sort(jax.lax.dynamic_slice(perm, ((s % hp["per_epoch"]) * shape.batch,), (shape.batch,)))
-        target = frames[idx].astype(jnp.float32) / 255.0
+    def step(tree, batch, idx, s, hp):
+        target = batch.astype(jnp.float32) / 255.0
         state = {"variables": tree["variables"], "aux": tree["aux"]}
 
         def objective(tensors):
@@ -200,30 +198,88 @@ def _step_program(config, optimizer: tuple, loss: str, shape: _Shape, policy: Qu
         state = _merged(state, tensors)
         return {"variables": state["variables"], "aux": state["aux"], "opt": opt,
                 "masks": tree["masks"]}, loss, mse
-    return jax.jit(step, donate_argnums=0)
+    g = config.geometry
+    return _Program(jax.jit(step, donate_argnums=0),
+                    f"a training step at {g.width}x{g.height} with {shape.batch} frames per step",
+                    "fit fewer frames per step (--batch), a smaller model (--size) or smaller frames (--resize)")
+
+
+class _Program:
+    """A jitted program compiled ahead of its first run, once per argument signature, so that its working
+    memory is checked against what the device has before it runs (inr.memory.check_program): a fit that
+    cannot run stops with a clear message before its first step, not with an allocation failure in it."""
+
+    def __init__(self, jitted, what: str, hint: str):
+        self.jitted, self.what, self.hint = jitted, what, hint
+        self._compiled: dict = {}
+
+    def compiled(self, *args):
+        """The compiled program for arguments shaped like `args`."""
+        leaves, treedef = jax.tree.flatten(args)
+        key = (treedef, tuple((np.shape(x), x.dtype, getattr(x, "weak_type", False)) for x in leaves))
+        if key not in self._compiled:
+            compiled = self.jitted.lower(*args).compile()
+            check_program(compiled, self.what, self.hint)
+            self._compiled[key] = compiled
+        return self._compiled[key]
+
+    def __call__(self, *args):
+        return self.compiled(*args)(*args)
+
+    def lower(self, *args):
+        return self.jitted.lower(*args)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _permutation(key, epoch, span: int):
+    return jax.random.permutation(jax.random.fold_in(key, epoch), span)
 
 
 @dataclasses.dataclass(frozen=True)
 class _Step:
-    """A compiled step program bound to one phase's numbers: step(tree, frames, key, local step)."""
+    """A compiled step program bound to one phase's numbers: step(tree, frames, key, local step).
+
+    The clip stays on the host as uint8 and only a step's batch goes to the device: a device copy of the
+    clip would be a second clip in memory on CPU (bigbuckbunny at 720p: 365 MB), and a batch of two 720p
+    frames is 5.5 MB to transfer. Local step s takes batch s mod per_epoch of epoch s // per_epoch's
+    permutation of the phase's frames (drawn once per epoch from the phase's key), in index order: the
+    loss is a mean over the batch, and a batch that covers a range of frames (NIRVANA's whole group) is
+    then that range in order."""
 
     program: Any
     numbers: dict
+    span: int
+    batch: int
+    _perm: dict = dataclasses.field(default_factory=dict, compare=False)   # the last draw; the compiled step
 
-    def __call__(self, tree, frames, key, s):
-        return self.program(tree, frames, key, s, self.numbers)
+    def indices(self, key, s: int) -> np.ndarray:
+        per_epoch, start = int(self.numbers["per_epoch"]), int(self.numbers["start"])
+        epoch, k = divmod(int(s), per_epoch)
+        if self._perm.get("of") != (id(key), epoch):
+            self._perm.update(of=(id(key), epoch), perm=np.asarray(_permutation(key, np.int32(epoch), self.span)))
+        return np.sort(start + self._perm["perm"][k * self.batch:(k + 1) * self.batch]).astype(np.int32)
 
-    def lower(self, tree, frames, key, s):
-        return self.program.lower(tree, frames, key, s, self.numbers)
+    def arguments(self, frames: np.ndarray, key, s) -> tuple:
+        idx = self.indices(key, s)
+        return np.ascontiguousarray(frames[idx]), idx, np.int32(s)
+
+    def __call__(self, tree, frames: np.ndarray, key, s):
+        args = (tree, *self.arguments(frames, key, s), self.numbers)
+        if "compiled" not in self._perm:   # a phase's arguments keep one signature: look it up once
+            self._perm["compiled"] = self.program.compiled(*args)
+        return self._perm["compiled"](*args)
+
+    def lower(self, tree, frames: np.ndarray, key, s):
+        return self.program.lower(tree, *self.arguments(frames, key, s), self.numbers)
 
 
 def make_step(config, train: TrainConfig, phase: Phase, n_steps: int, policy: QuantPolicy, n_frames: int) -> _Step:
-    """The jitted step of `phase`: (state tree, frames (T,H,W,3) uint8, key, local step) -> (state tree,
-    loss, mse)."""
+    """The step of `phase`: (state tree, frames (T,H,W,3) uint8 on the host, key, local step) -> (state
+    tree, loss, mse)."""
     shape = _Shape.of(registry.spec_of(config), phase, train.batch, n_frames)
     program = _step_program(config, (train.clip_norm, train.beta1, train.beta2), train.loss, shape,
                             _policy_key(shape, policy))
-    return _Step(program, _numbers(phase, n_steps, n_frames, train.batch))
+    return _Step(program, _numbers(phase, n_steps, n_frames, train.batch), shape.span, shape.batch)
 
 
 def phase_steps(train: TrainConfig, n_frames: int) -> list[int]:
@@ -237,7 +293,10 @@ def phase_steps(train: TrainConfig, n_frames: int) -> list[int]:
 
 @functools.lru_cache(maxsize=64)
 def _eval_program(config, shape: _Shape, policy: QuantPolicy | None):
-    return jax.jit(_forward_fn(config, shape, policy))
+    g = config.geometry
+    return _Program(jax.jit(_forward_fn(config, shape, policy)),
+                    f"evaluating the model at {g.width}x{g.height}, {DEFAULT_BATCH} frames at a time",
+                    "use a smaller model (--size) or smaller frames (--resize)")
 
 
 def _eval_fn(config, phase: Phase, policy: QuantPolicy):
@@ -246,15 +305,18 @@ def _eval_fn(config, phase: Phase, policy: QuantPolicy):
     return _eval_program(config, shape, _policy_key(shape, policy))
 
 
-def _evaluate(fn, variables, aux, frames: np.ndarray, batch: int = 8, start: int = 0,
+def _evaluate(fn, variables, aux, frames: np.ndarray, batch: int = DEFAULT_BATCH, start: int = 0,
               stop: int | None = None) -> float:
-    """Mean per-frame PSNR (dB) of the model as a phase sees it (jitted `fn`), over frames [start, stop)."""
+    """Mean per-frame PSNR (dB) of the model as a phase sees it (jitted `fn`), over frames [start, stop).
+
+    Batches are the decoder's size (its working memory at 720p is a quarter of a batch of 8) and the last
+    one is padded with its final frame, so that one program is compiled per phase kind."""
     out = []
     stop = frames.shape[0] if stop is None else stop
     for i in range(start, stop, batch):
-        idx = jnp.arange(i, min(i + batch, stop))
-        target = jnp.asarray(frames[i:min(i + batch, stop)], jnp.float32) / 255.0
-        out.append(np.asarray(psnr(target, jnp.clip(fn(variables, aux, idx, target), 0.0, 1.0))))
+        idx = np.minimum(np.arange(i, i + batch), stop - 1).astype(np.int32)
+        target = jnp.asarray(frames[idx]).astype(jnp.float32) / 255.0
+        out.append(np.asarray(psnr(target, jnp.clip(fn(variables, aux, idx, target), 0.0, 1.0)))[:stop - i])
     return float(mean_psnr(np.concatenate(out)))
 
 
@@ -362,7 +424,7 @@ class _Run:
             raise Interrupted(step, self.total)
 
 
-def _run_phase(step, tree, frames_dev, key, steps: range, done: int, phase: Phase, run: _Run,
+def _run_phase(step, tree, frames, key, steps: range, done: int, phase: Phase, run: _Run,
                frames_per_step: int):
     """Runs local steps `steps` of one phase; returns (state tree, global steps done). A phase with a
     `target_psnr` ends at the first step whose PSNR (before its update) reaches it; that step leaves the
@@ -374,7 +436,7 @@ def _run_phase(step, tree, frames_dev, key, steps: range, done: int, phase: Phas
     pending, reached, meter = collections.deque(), False, run.meter
     for s in steps:
         ts = time.perf_counter()
-        tree, loss, mse = step(tree, frames_dev, key, np.int32(s))   # numpy: no dispatch of its own
+        tree, loss, mse = step(tree, frames, key, s)
         pending.append((s, loss, mse))
         while len(pending) > lag or (pending and s == steps[-1]):
             ps, loss, mse = pending.popleft()
@@ -416,8 +478,8 @@ def fit(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, *, 
     """Fits `config`'s model to `frames` through every phase of `train`.
 
     Args:
-      frames: (T, H, W, 3) uint8, the source video; it goes to the device as uint8 once, and each step
-        converts only its batch to float.
+      frames: (T, H, W, 3) uint8, the source video; it stays on the host, and each step sends only its
+        batch to the device, as uint8, and converts it to float there.
       progress: optional callable(total_steps) -> bar with .update(n), .set_postfix_str(s), .close().
       checkpointer: optional train.checkpoint.Checkpointer; its latest state (if any) is resumed.
       stop: optional callable polled after every step; once it returns True the state is checkpointed
@@ -429,9 +491,6 @@ def fit(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, *, 
     steps = phase_steps(train, frames.shape[0])
     starts = np.cumsum([0] + steps)
     done, state = _resume(checkpointer, train, starts, init_state(spec, config, train))
-    # uint8 on the device, once; device_put, because jnp.asarray stages a second host copy (peak 3x the
-    # clip instead of 2x: 1.06 vs 0.71 GB for bigbuckbunny's 365 MB on CPU)
-    frames_dev = jax.device_put(np.ascontiguousarray(frames))
     shuffle_key = jax.random.fold_in(jax.random.key(train.seed), 2)
     bar = progress(int(starts[-1])) if progress else None
     if bar and done:
@@ -444,7 +503,7 @@ def fit(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, *, 
         if done <= starts[k]:
             state = _start_phase(spec, config, train, k, state, frames)
         step = make_step(config, train, phase, steps[k], policy, frames.shape[0])
-        tree, done = _run_phase(step, state.tree(), frames_dev, jax.random.fold_in(shuffle_key, k),
+        tree, done = _run_phase(step, state.tree(), frames, jax.random.fold_in(shuffle_key, k),
                                 range(done - starts[k], steps[k]), done, phase, run,
                                 phase.batch_size(train.batch, frames.shape[0]))
         state = _State.of(tree)
