@@ -204,12 +204,16 @@ def nirvana() -> str:
 
 @table
 def memory() -> str:
-    """bench/README: every measurement of bench/memory.py (results/memory.jsonl), oldest first."""
-    return markdown(["run started (UTC)", "commit", "model", "task", "peak RSS MB", "baseline MB", "k", "bound MB",
-                     "within bound", "wall s"],
-                    [[r["created"][:16].replace("T", " "), r["git_sha"][:7],
-                      *cells([r], ["{model}", "{task}", "{peak_mb:,.0f}", "{baseline_mb:,.0f}", "{k:g}", "{bound_mb:,.0f}",
-                                   "{within}", "{wall_s:.0f}"])[0]] for r in jsonl("memory.jsonl")])
+    """bench/README: every measurement of bench/memory.py (results/memory.jsonl), oldest first. Rows before
+    the bound had a program term (commit ab0dc93) measured the whole clip and have no P or allowance."""
+    def cell(r: dict, key: str) -> str:
+        return f"{r[key]:,.0f}" if key in r else "—"
+    return markdown(["run started (UTC)", "commit", "model", "task", "frames", "peak RSS MB", "baseline MB", "k",
+                     "largest program MB", "allowance MB", "bound MB", "within bound", "wall s"],
+                    [[r["created"][:16].replace("T", " "), r["git_sha"][:7], r["model"], r["task"],
+                      str(r.get("frames", 132)), f"{r['peak_mb']:,.0f}", f"{r['baseline_mb']:,.0f}", f"{r['k']:g}",
+                      cell(r, "program_mb"), cell(r, "allowance_mb"), f"{r['bound_mb']:,.0f}", r["within"],
+                      f"{r['wall_s']:.0f}"] for r in jsonl("memory.jsonl")])
 
 
 # ------------------------------------------------------------------------------------------ the Markdown

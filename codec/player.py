@@ -33,6 +33,7 @@ import numpy as np
 
 from codec import api
 from codec.decoder import DEFAULT_BATCH, decode_batch
+from inr.errors import NervaError
 
 
 class Cancelled(Exception):
@@ -148,6 +149,8 @@ class Player:
             self._cond.notify_all()
             try:
                 while b not in self._cache:
+                    if isinstance(self._error, NervaError):   # e.g. no memory for the decode program
+                        raise self._error
                     if self._error is not None:
                         raise RuntimeError(f"decoding failed: {self._error}") from self._error
                     if self._closed:

@@ -123,12 +123,13 @@ class Checkpointer:
         self._mngr.wait_until_finished()
 
     def close(self, remove: bool = False) -> None:
-        """Waits for pending saves and releases the manager; `remove` deletes the directory (idempotent)."""
+        """Waits for pending saves and releases the manager; `remove` deletes the directory (idempotent), as
+        does a run that stopped before saving anything (a fit refused before its first step leaves nothing)."""
         if self._mngr is not None:
             self._mngr.wait_until_finished()
             self._mngr.close()
             self._mngr = None
-        if remove:
+        if remove or (self.directory.is_dir() and not any(self.directory.iterdir())):
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
