@@ -52,6 +52,7 @@ N_MIN, N_MAX = 1, ONE - 1   # the u16 numerators the encoder writes (n_p0 = 0 on
 LOGIT_MIN, LOGIT_MAX = math.log(N_MIN / (ONE - N_MIN)), math.log(N_MAX / (ONE - N_MAX))   # ±11.09
 _LN2 = math.log(2.0)
 _TINY = float(np.finfo(np.float32).tiny)   # keeps log() finite where a mass underflows to 0
+Support = tuple[ArrayLike, ArrayLike] | None   # a tensor's (lo, hi) = (min, max) symbol, or None: unbounded
 
 
 class LaplaceParams(NamedTuple):
@@ -66,8 +67,10 @@ class LaplaceParams(NamedTuple):
 
 
 def _clamped(logit: jax.Array) -> jax.Array:
-    """The logit clamped to what the file can store; straight through, so that a parameter pushed past
-    a bound comes back as soon as the data ask (its gradient there is ~θ or ~1 − θ, ~2^-16: no drift)."""
+    """The logit clamped to what the file can store, straight through: past a bound the gradient is the
+    bound's own, which points back inside whenever the data lie inside, so a parameter is never stuck
+    there; when the data sit at the bound (all |k| = 1, or no zeros) it is ~2^-16 per symbol, so the
+    logit barely drifts."""
     logit = jnp.asarray(logit, jnp.float32)
     return logit + jax.lax.stop_gradient(jnp.clip(logit, LOGIT_MIN, LOGIT_MAX) - logit)
 
@@ -133,7 +136,7 @@ def _log_kept(ln_theta: jax.Array, lo: jax.Array, hi: jax.Array) -> jax.Array:
     return jnp.logaddexp(side(jnp.maximum(lo, 1.0), hi), side(jnp.maximum(-hi, 1.0), -lo))
 
 
-def _weights(params: LaplaceParams, support) -> tuple[jax.Array, jax.Array]:
+def _weights(params: LaplaceParams, support: Support) -> tuple[jax.Array, jax.Array]:
     """(zero cell's weight, ln of the tail's weight): the masses by which the zero cell's and the tail's
     normalised shapes are multiplied, renormalised to `support` as the table is."""
     ln_theta, _ = log_theta(params)
@@ -164,7 +167,7 @@ def _near_mass(a: jax.Array, ln_theta: jax.Array, centre: jax.Array, ln_tail: ja
     return centre * in_zero_cell + jnp.exp(ln_tail) * in_tail
 
 
-def symbol_bits(x: ArrayLike, params: LaplaceParams, support=None) -> jax.Array:
+def symbol_bits(x: ArrayLike, params: LaplaceParams, support: Support = None) -> jax.Array:
     """−log2 of the model's mass on [x − ½, x + ½] for each element of x (float32, x's shape).
 
     `support`: None for the infinite distribution, or (lo, hi), the file's support (python ints or
@@ -186,7 +189,7 @@ def symbol_bits(x: ArrayLike, params: LaplaceParams, support=None) -> jax.Array:
     return -ln_mass / _LN2
 
 
-def bits(x: ArrayLike, params: LaplaceParams, support=None) -> jax.Array:
+def bits(x: ArrayLike, params: LaplaceParams, support: Support = None) -> jax.Array:
     """Total code length in bits of all symbols x (any shape): the sum of `symbol_bits`."""
     return jnp.sum(symbol_bits(x, params, support))
 
@@ -204,8 +207,9 @@ def fit(symbols: ArrayLike) -> LaplaceParams:
     n_zero = x.size - n_nonzero
     excess = jnp.sum(jnp.where(nonzero, jnp.abs(x), 0.0)) - n_nonzero   # Σ(|k| − 1)
 
-    def log_ratio(num, den):   # clamped ln(num/den); 0/0 and k/0 land on a bound
-        return jnp.clip(jnp.log(jnp.maximum(num, _TINY)) - jnp.log(jnp.maximum(den, _TINY)), LOGIT_MIN, LOGIT_MAX)
+    def log_ratio(num: jax.Array, den: jax.Array) -> jax.Array:   # clamped ln(num/den); k/0 lands on a bound
+        ratio = jnp.log(jnp.maximum(num, _TINY)) - jnp.log(jnp.maximum(den, _TINY))
+        return jnp.clip(ratio, LOGIT_MIN, LOGIT_MAX)
     # logit θ = ln(θ / (1 − θ)) = ln(Σ(|k| − 1) / n); logit p0 = ln(zeros / nonzeros)
     return LaplaceParams(log_ratio(excess, n_nonzero), log_ratio(n_zero, n_nonzero))
 

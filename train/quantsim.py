@@ -42,8 +42,9 @@ def _artanh_scaled(d: jax.Array, t: jax.Array) -> jax.Array:
     """
     v = 2.0 * d * jnp.tanh(0.5 / t)
     one_minus_v = (1.0 - 2.0 * d) + 4.0 * d * jax.nn.sigmoid(-1.0 / t)
-    log_1m_v = jnp.where(v <= 0.5, jnp.log1p(-jnp.minimum(v, 0.5)),
-                         jnp.log(jnp.maximum(one_minus_v, _TINY)))   # both branches finite: finite gradients
+    # both branches stay finite (clamped arguments), so neither can poison the gradient of `where`
+    small, large = jnp.log1p(-jnp.minimum(v, 0.5)), jnp.log(jnp.maximum(one_minus_v, _TINY))
+    log_1m_v = jnp.where(v <= 0.5, small, large)
     return jnp.minimum(0.5 * t * (jnp.log1p(v) - log_1m_v), 0.5)
 
 
