@@ -14,7 +14,7 @@ import numpy as np
 from codec import container, entropy, header, tensors
 from codec.bytesio import FormatError
 from codec.params import first_match, flatten, layout_crc, unflatten
-from codec.quant import QuantizedTensor, quantize
+from codec.quant import QuantizedTensor, quantize, quantize_with_steps
 from inr import registry, sizing
 from inr.errors import NervaError, one_line
 
@@ -23,24 +23,28 @@ from inr.errors import NervaError, one_line
 class QuantPolicy:
     """Bits per tensor, chosen by regex rules over 'collection/path' (first match wins).
 
-    The defaults quantize every decoder tensor at `bits` and the per-frame latents (HNeRV embeddings)
-    at `embed_bits`, each with one step per output channel.
+    Every tensor is quantized at `bits`, with one step per output channel, except the family's per-frame
+    embeddings (`embeddings`, its ModelSpec.embeddings regex), which get `embed_bits`.
     """
 
     bits: int = 8                  # weights and biases, 2^bits levels per channel
-    embed_bits: int | None = None  # the "latents" collection; None: same as `bits`
+    embed_bits: int | None = None  # the tensors `embeddings` matches; None: same as `bits`
+    embeddings: str = ""           # regex over 'collection/path' ("": the family has none)
 
     def rules(self) -> tuple[tuple[str, int], ...]:
         embed = self.bits if self.embed_bits is None else self.embed_bits
-        return ((r"latents/.*", embed), (r".*", self.bits))
+        return ((self.embeddings, embed), (r".*", self.bits)) if self.embeddings else ((r".*", self.bits),)
 
     def bits_for(self, path: str) -> int:
         return first_match(path, self.rules())
 
 
-def quantize_variables(variables, policy: QuantPolicy) -> dict[str, QuantizedTensor]:
-    """Every tensor quantized by `policy`, keyed by its 'collection/...' path."""
-    return {p: quantize(np.asarray(x), policy.bits_for(p)) for p, x in flatten(variables)}
+def quantize_variables(variables, policy: QuantPolicy, steps: dict | None = None) -> dict[str, QuantizedTensor]:
+    """Every tensor quantized, keyed by its 'collection/...' path: with its learned quantization steps
+    where `steps` has them (ModelSpec.learned_steps), else at the bits `policy` gives it."""
+    steps = steps or {}
+    return {p: quantize_with_steps(np.asarray(x), steps[p]) if p in steps else quantize(np.asarray(x), policy.bits_for(p))
+            for p, x in flatten(variables)}
 
 
 def dequantize_variables(like, quantized: dict[str, QuantizedTensor]):
@@ -60,7 +64,7 @@ def compress(config, quantized: dict[str, QuantizedTensor]) -> bytes:
     """A complete .nerva file for `config` holding the quantized tensors."""
     spec = registry.spec_of(config)
     abstract = abstract_variables(config)
-    references = spec.references(config) if spec.references else {}
+    references = spec.references(config)
     sections = [container.Section(container.HEADER, header.write_config(config))]
     colls = {}
     for name in sorted(abstract):
@@ -107,7 +111,7 @@ def parse(data: bytes):
         raise FormatError("file has no header section")
     config = header.read_config(spec.config_cls, sections[0].body)
     abstract = _checked_abstract(spec, config, len(sections) - 1, len(data))
-    references = _built(config, spec.references) if spec.references else {}
+    references = _built(config, spec.references)
     budget = entropy.TableBudget(len(data))
     collections = {}
     for s in sections[1:]:
@@ -139,12 +143,8 @@ def _shown(name: str) -> str:
 def _checked_abstract(spec, config, n_sections: int, file_bytes: int):
     """The config's abstract variables, once its collection count (before tracing the model, where the
     family can count them without it) and its parameter elements agree with the file."""
-    count = _built(config, spec.n_collections) if spec.n_collections else None
-    if count is not None:
-        _check_collection_count(count, n_sections)
+    _check_collection_count(_built(config, spec.n_collections), n_sections)
     abstract = _built(config, abstract_variables)
-    if count is None:
-        _check_collection_count(len(abstract), n_sections)
     elements = sum(math.prod(x.shape) for _, x in flatten(abstract))
     if elements > element_limit(file_bytes):
         raise FormatError(f"file header describes {elements} parameters, more than the "

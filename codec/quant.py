@@ -57,6 +57,14 @@ def quantize(w: np.ndarray, bits: int) -> QuantizedTensor:
     return QuantizedTensor(sym, steps, bits)
 
 
+def quantize_with_steps(w: np.ndarray, steps) -> QuantizedTensor:
+    """Quantizes a tensor with given steps (per channel along the last axis, or one), rounded to float16
+    first: the file stores float16 steps, and the symbols must be those the decoder's steps give back."""
+    steps = np.asarray(steps, np.float32).astype(np.float16)
+    sym = np.rint(np.asarray(w, np.float32) / steps.astype(np.float32)).astype(np.int32)
+    return QuantizedTensor(sym, steps, bits_spanned(sym))
+
+
 def dequantize(symbols: np.ndarray, steps: np.ndarray) -> np.ndarray:
     return (symbols.astype(np.float32) * steps.astype(np.float32)).astype(np.float32)
 

@@ -161,11 +161,14 @@ def add_fit_options(p: argparse.ArgumentParser, model: str = "hnerv", epochs: fl
     size.add_argument("--bpp", type=_float_in(MAX_BPP), help="target bits per pixel (sets the size)")
     p.add_argument("--epochs", type=_float_in(MAX_EPOCHS), default=epochs,
                    help=f"fitting epochs (default {epochs:g})" if epochs else "fitting epochs (default: the model's preset)")
-    p.add_argument("--bits", type=_bits, default=8, help="quantization bits of weights (default 8)")
-    p.add_argument("--embed-bits", type=_bits, help="quantization bits of latents (default: --bits)")
-    p.add_argument("--prune", type=_fraction, default=0.0, help="global sparsity, e.g. 0.2 (default 0)")
+    # --bits, --embed-bits, --prune and --batch default to None ("not given"), so that a family that does not
+    # honour one refuses it when given (train.cli.check_fit_options); train.cli.FIT_DEFAULTS fills them in
+    p.add_argument("--bits", type=_bits, help="quantization bits of weights (default 8)")
+    p.add_argument("--embed-bits", type=_bits, help="quantization bits of per-frame embeddings (HNeRV's latents; "
+                                                    "default: --bits)")
+    p.add_argument("--prune", type=_fraction, help="global sparsity, e.g. 0.2 (default 0)")
     p.add_argument("--lr", type=_float_in(MAX_LR), help="peak learning rate (default: preset)")
-    p.add_argument("--batch", type=_batch, default=2, help="frames per step (default 2)")
+    p.add_argument("--batch", type=_batch, help="frames per step (default 2)")
     p.add_argument("--seed", type=_seed, default=0, help="the run's one random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="also print the summary as one JSON line")

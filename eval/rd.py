@@ -74,7 +74,8 @@ def inr_points(model: str, geometry: Geometry, n_points: int, bits: int = 8, epo
     8× the smallest), so every codec gets `n_points` distinct points.
     """
     if sizes is None:
-        lo, hi = (params_for_bpp(geometry, b, bits) for b in BPP_RANGE)
+        spec = registry.parse(model)[0]
+        lo, hi = (params_for_bpp(spec, geometry, b, bits) for b in BPP_RANGE)
         smallest = _smallest_size(model, geometry, bits)
         lo, hi = max(lo, smallest), max(hi, 8 * smallest)
         sizes = sorted({round(lo * (hi / lo) ** (i / max(n_points - 1, 1))) for i in range(n_points)})

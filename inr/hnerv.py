@@ -222,5 +222,5 @@ def count_params(config) -> int:
 SPEC = register(ModelSpec(
     name="hnerv", model_id=2, config_cls=HNeRVConfig, init=init, render=render,
     for_size=HNeRVConfig.for_size, init_aux=init_aux, train_render=train_render, finalize=finalize,
-    preset=FAMILY_PRESET,
+    preset=FAMILY_PRESET, embeddings=r"latents/.*",
     description="HNeRV: ConvNeXt-encoded per-frame embeddings -> conv/PixelShuffle decoder"))

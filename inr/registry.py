@@ -3,21 +3,79 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from typing import Any, Callable
+
+import jax
 
 from inr.errors import ConfigError
 
 Variables = dict[str, Any]   # {collection name: params pytree}, e.g. {"params": ..., "latents": ...}
 
 
+# The standard fit options (`nerva fit --bits ... --embed-bits ... --prune ... --batch ...`) a family may
+# honour; one it does not honour is refused when given, never ignored.
+FIT_OPTIONS = frozenset({"bits", "embed_bits", "prune", "batch"})
+
+# Which stored tensors global magnitude pruning may touch, as (regex over 'collection/path', prunable)
+# rules, first match wins: weight matrices and kernels of the decoder, not biases, not the output head
+# (every convolutional family names it `head`), not per-frame embeddings (NeRV: stem and block weights).
+PRUNE_RULES = ((r"params/head/.*", False), (r"params/.*kernel", True))
+
+
+# The training preset of a family that states none: Adam at 1e-3 for 150 epochs on 100k parameters
+DEFAULT_PRESET = {"size": 100_000, "lr": 1e-3, "beta1": 0.9, "epochs": 150}
+
+
+def no_aux(config, key) -> dict:
+    return {}
+
+
+def keep_variables(config, variables, aux, frames):
+    return variables
+
+
+def phase_unchanged(config, variables, aux, phase):
+    return variables, aux
+
+
+def no_rate(config, variables, aux, idx):
+    return 0.0
+
+
+def standard_schedule(config, phases: list[dict], epochs: float, lr: float) -> list[dict]:
+    return phases
+
+
+def no_learned_steps(config, variables, aux) -> dict:
+    return {}
+
+
+def no_references(config) -> dict:
+    return {}
+
+
+def bits_per_param_at(bits: int) -> float:
+    """File bits per parameter at `bits`-bit quantization, entropy coding and side information included:
+    measured on carphone with bench/fit.py at 8 bits (NeRV 7.6, HNeRV 7.3 at 50k parameters); other bit
+    depths assume the same saving per parameter (not measured). Used only to size a model for a --bpp
+    target before fitting; the real file size is what is reported."""
+    return max(bits - 0.5, 1.0)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """Everything the codec and the trainer need to know about one model family.
+    """Everything the codec and the trainer need to know about one model family: one protocol.
+
+    Every field after `for_size` has a default that is the behaviour of a plain decoder (NeRV), so a
+    family states only where it differs, and codec/ and train/ call every hook unconditionally: there is
+    no `if spec.<hook> is not None` anywhere, and no family is named outside its own module.
 
     Stored variables are a dict of collections; every collection goes into the file. Encoder-only state
-    (HNeRV's ConvNeXt encoder, later RECOMBINER posteriors or NeuMeta's donor) is `aux`: it is trained
-    by phases that ask for it and turned into stored variables by `finalize`; it never reaches the file.
+    (HNeRV's ConvNeXt encoder, NIRVANA's group in training, later RECOMBINER posteriors or NeuMeta's
+    donor) is `aux`: it is trained by phases that ask for it and turned into stored variables by
+    `finalize`; it never reaches the file.
     """
 
     name: str                    # CLI / registry name, e.g. "hnerv"
@@ -26,28 +84,55 @@ class ModelSpec:
     init: Callable               # (config, key) -> Variables
     render: Callable             # (config, variables, idx (B,) int32) -> frames (B, H, W, 3) float32 in [0, 1]
     for_size: Callable           # (geometry, n_params) -> config with about n_params stored parameters
-    init_aux: Callable | None = None      # (config, key) -> aux pytree (encode-time only)
-    train_render: Callable | None = None  # (config, variables, aux, idx, frames (B,H,W,3)) -> frames
-    finalize: Callable | None = None      # (config, variables, aux, frames (T,H,W,3)) -> Variables
     description: str = ""
+    # --- encode-time state and training ---
+    init_aux: Callable = no_aux                   # (config, key) -> aux pytree ({}: none)
+    train_render: Callable | None = None          # (config, variables, aux, idx, frames (B,H,W,3)) -> frames, in
+                                                  # phases that use the encoder; None: `render`
+    finalize: Callable = keep_variables           # (config, variables, aux, frames (T,H,W,3)) -> Variables, after
+                                                  # the last phase that used the encoder
+    start_phase: Callable = phase_unchanged       # (config, variables, aux, phase) -> (variables, aux)
+    rate: Callable = no_rate                      # (config, variables, aux, idx) -> estimated bits of the phase's
+                                                  # tensors (differentiable), for phases with a rate weight
     # The family's training preset for a 2-core CPU (train.presets.Preset fields: size, lr, beta1, epochs,
-    # optionally loss); None: train.presets' fallback. Plain values: inr imports no train.
-    preset: dict | None = None
-    # Families that train in their own phases (NIRVANA: one phase per group of frames). Plain types
-    # only: inr imports neither codec nor train.
-    schedule: Callable | None = None      # (config, epochs, lr) -> [dict of train.schedule.Phase fields]
-    start_phase: Callable | None = None   # (config, variables, aux, phase) -> (variables, aux), at phase start
-    rate: Callable | None = None          # (config, variables, aux, idx) -> estimated bits of the phase's
-                                          # tensors (differentiable); idx: the step's frames
-    quantize: Callable | None = None      # (config, variables, aux) -> {'collection/path': (int32 symbols,
-                                          # float16 steps)}: learned steps instead of the codec's quantizer
-    references: Callable | None = None    # (config) -> {collection: earlier collection it is residual-coded
-                                          # against}; the codec writes those as RESIDUAL sections
-    n_collections: Callable | None = None  # (config) -> int: how many collections `init` returns, computed
-                                          # without tracing the model, for families whose count grows with
-                                          # the config (a reader checks it against the file's sections before
-                                          # tracing); None: counted from jax.eval_shape(init), cheap for a
-                                          # fixed set
+    # optionally loss). Plain values: inr imports no train.
+    preset: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_PRESET))
+    # (config, standard phases as dicts of train.schedule.Phase fields, epochs, lr) -> the family's phases:
+    # the standard fit -> prune -> QAT schedule, or its own (NIRVANA: one phase per group of frames)
+    schedule: Callable = standard_schedule
+    fit_options: frozenset | None = None   # which of FIT_OPTIONS the family honours; None: all (--embed-bits
+                                           # only with `embeddings`)
+    # --- what is stored, and how ---
+    prune_rules: tuple = PRUNE_RULES              # which tensors --prune may zero
+    embeddings: str = ""                          # regex over 'collection/path': the tensors --embed-bits sets
+    bits_per_param: Callable = bits_per_param_at  # (bits) -> expected file bits per parameter, for --bpp sizing
+    learned_steps: Callable = no_learned_steps    # (config, variables, aux) -> {'collection/path': float32
+                                                  # steps}: quantization steps the family learned, used instead
+                                                  # of the policy's bits for those tensors
+    references: Callable = no_references          # (config) -> {collection: earlier collection it is residual-
+                                                  # coded against}; the codec writes those as RESIDUAL sections
+    # (config) -> int: how many collections `init` returns, which a reader checks against the file's
+    # sections before it traces the model; a family whose count grows with the config counts them without
+    # tracing; None: counted from jax.eval_shape(init), cheap for a fixed set
+    n_collections: Callable | None = None
+
+    def __post_init__(self):
+        if self.fit_options is None:
+            object.__setattr__(self, "fit_options", FIT_OPTIONS if self.embeddings else FIT_OPTIONS - {"embed_bits"})
+        if self.train_render is None:   # a family without an encoder renders as it decodes
+            render = self.render
+            object.__setattr__(self, "train_render", lambda config, variables, aux, idx, frames:
+                               render(config, variables, idx))
+        if self.n_collections is None:
+            init = self.init
+            object.__setattr__(self, "n_collections", lambda config: _count_collections(init, config))
+
+
+@functools.lru_cache(maxsize=256)
+def _count_collections(init: Callable, config) -> int:
+    """How many collections init(config) returns, from its shapes alone (a few KB per config cached, as
+    codec.api.abstract_variables caches them: room for a run of hostile headers)."""
+    return len(jax.eval_shape(lambda: init(config, jax.random.key(0))))
 
 
 _BY_NAME: dict[str, ModelSpec] = {}
@@ -97,9 +182,9 @@ def parse(model: str) -> tuple[ModelSpec, dict[str, Any]]:
     spec = get(name.strip())
     hints = typing.get_type_hints(spec.config_cls)
     overrides: dict[str, Any] = {}
+    settable = settable_fields(spec)
     for item in (x.strip() for x in items):
         key, eq, value = (x.strip() for x in item.partition("="))
-        settable = sorted(k for k, t in hints.items() if t in _PARSERS and k in _field_names(spec))
         if not eq or key not in settable:
             raise ConfigError(f"bad model option {item!r} for {spec.name}: use FIELD=VALUE with FIELD one of "
                               f"{', '.join(settable)}")
@@ -108,6 +193,12 @@ def parse(model: str) -> tuple[ModelSpec, dict[str, Any]]:
         except ValueError:
             raise ConfigError(f"model option {key} needs {hints[key].__name__}, got {value!r}") from None
     return spec, overrides
+
+
+def settable_fields(spec: ModelSpec) -> list[str]:
+    """The scalar config fields a model string may set ('hnerv:cam_nodes=30'), sorted."""
+    hints = typing.get_type_hints(spec.config_cls)
+    return sorted(k for k, t in hints.items() if t in _PARSERS and k in _field_names(spec))
 
 
 def _parse_bool(v: str) -> bool:

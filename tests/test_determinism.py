@@ -22,9 +22,9 @@ SCHEDULE = TrainConfig((Phase("fit", 1, 3e-3, warmup=0.2, use_encoder=True), Pha
 
 def _schedule(name, config, seed):
     """SCHEDULE, or for a family with its own phases (NIRVANA's groups) its schedule at that length."""
-    if inr.get(name).schedule is None:
-        return SCHEDULE.replace(seed=seed)
-    return presets.train_config(name, SCHEDULE.total_epochs, seed=seed, config=config)
+    phases = presets.family_phases(inr.get(name), config, SCHEDULE.phases, SCHEDULE.total_epochs,
+                                   presets.preset(name).lr)
+    return SCHEDULE.replace(phases=phases, seed=seed)
 
 
 def _forget_compiled_programs():

@@ -36,6 +36,25 @@ from train.schedule import TrainConfig
 KILL_AT_STEP_ENV = "NERVA_TEST_KILL_AT_STEP"
 
 
+# The standard fit options' values when not given (the parser leaves them None: see check_fit_options)
+FIT_DEFAULTS = {"bits": 8, "embed_bits": None, "prune": 0.0, "batch": 2}
+
+
+def check_fit_options(args) -> None:
+    """Refuses, before any work, a standard fit option the model's family does not honour
+    (ModelSpec.fit_options), then fills in the defaults of those not given."""
+    spec = registry.parse(args.model)[0]
+    for name in FIT_DEFAULTS:
+        if getattr(args, name) is not None and name not in spec.fit_options:
+            option = "--" + name.replace("_", "-")
+            fields = ", ".join(sorted(registry.settable_fields(spec)))
+            raise ConfigError(f"{option} does not apply to {spec.name} (its options are model fields, e.g. "
+                              f"--model {spec.name}:FIELD=VALUE with FIELD one of {fields})")
+    for name, default in FIT_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+
+
 def _train_config(args, model: str, config) -> TrainConfig:
     return presets.train_config(model, args.epochs, args.lr, args.prune, args.batch, args.seed, config=config)
 
@@ -136,7 +155,7 @@ def fit_video(video: Video, output: Path, args, checkpoint_every: int = 500, res
     size = None if args.bpp else (args.size or presets.preset(args.model).size)
     config = make_config(args.model, geometry, n_params=size, bpp=args.bpp, bits=args.bits)
     train = _train_config(args, args.model, config)
-    policy = QuantPolicy(bits=args.bits, embed_bits=args.embed_bits)
+    policy = QuantPolicy(bits=args.bits, embed_bits=args.embed_bits, embeddings=registry.parse(args.model)[0].embeddings)
     ckpt_dir = checkpoint_dir(output)
     if not resume:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
@@ -189,7 +208,8 @@ def print_summary(row: dict, as_json: bool) -> None:
 def cmd_fit(args) -> int:
     start, stop = args.frames or (0, None)
     source, output = Path(args.input), Path(args.output)
-    check_output(output, source)   # before reading the video, so a refusal costs nothing
+    check_fit_options(args)        # before reading the video, so a refusal costs nothing
+    check_output(output, source)
     video = read_video(source, start, stop, size=args.resize)
     try:
         row = fit_video(video, output, args, args.checkpoint_every, args.resume, source=source)
@@ -203,6 +223,7 @@ def cmd_fit(args) -> int:
 
 def cmd_demo(args) -> int:
     """Fits the bundled carphone clip with the demo preset, writes the file and a decoded video."""
+    check_fit_options(args)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     clip = bundled_clip("carphone")

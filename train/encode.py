@@ -14,26 +14,16 @@ from codec import api
 from codec.api import QuantPolicy
 from codec.bytesio import FormatError
 from codec.params import flatten
-from codec.quant import QuantizedTensor, bits_spanned
 from inr import registry, sizing
 from inr.config import Geometry
 from inr.errors import ConfigError, NervaError
 from train.loop import FitResult, fit
 from train.schedule import TrainConfig
 
-# File bits per parameter at 8-bit quantization (entropy coding and side information included), used
-# only to turn a --bpp target into a model size before fitting; the real file size is what is reported.
-# Measured on carphone with bench/fit.py: NeRV 7.6, HNeRV 7.3 bits per parameter at 50k parameters.
-BITS_PER_PARAM_AT_8 = 7.5
-
-
-def params_for_bpp(geometry: Geometry, bpp: float, bits: int) -> int:
-    """Parameter budget that should give about `bpp` bits per pixel at `bits`-bit quantization.
-
-    Other bit depths assume the same entropy-coding saving per parameter as at 8 bits (not measured).
-    """
-    per_param = max(bits - (8 - BITS_PER_PARAM_AT_8), 1.0)
-    return int(bpp * geometry.pixels / per_param)
+def params_for_bpp(spec, geometry: Geometry, bpp: float, bits: int) -> int:
+    """Parameter budget that should give about `bpp` bits per pixel: the family's expected file bits per
+    parameter at `bits` (ModelSpec.bits_per_param), only to size the model before fitting."""
+    return int(bpp * geometry.pixels / spec.bits_per_param(bits))
 
 
 class Diverged(NervaError):
@@ -68,7 +58,7 @@ def make_config(model: str, geometry: Geometry, n_params: int | None = None, bpp
     if bpp is not None:
         if bpp <= 0:
             raise ConfigError(f"--bpp must be positive, got {bpp}")
-        n_params = params_for_bpp(geometry, bpp, bits)
+        n_params = params_for_bpp(spec, geometry, bpp, bits)
         if n_params > sizing.MAX_PARAMS:
             raise ConfigError(f"--bpp {bpp} asks for {n_params:.3g} parameters on this video, more than the "
                               f"{sizing.MAX_PARAMS:,} any model is sized to; ask for a lower bpp")
@@ -95,11 +85,8 @@ def encode(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, 
     t = time.perf_counter()
     spec = registry.spec_of(config)
     with np.errstate(over="ignore", invalid="ignore"):   # an overflow is reported below, in one line
-        if spec.quantize is not None:   # a family with learned quantization steps (NIRVANA)
-            quantized = {p: QuantizedTensor(sym, steps, bits_spanned(sym))
-                         for p, (sym, steps) in spec.quantize(config, result.variables, result.aux).items()}
-        else:
-            quantized = api.quantize_variables(result.variables, policy)
+        steps = spec.learned_steps(config, result.variables, result.aux)
+        quantized = api.quantize_variables(result.variables, policy, steps)
         data = api.compress(config, quantized)
     try:
         api.decompress(data)

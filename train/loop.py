@@ -26,13 +26,9 @@ from inr.memory import check_program
 from train.losses import LOSSES
 from train.schedule import Phase, TrainConfig
 
-# Which tensors global magnitude pruning may touch: weight matrices/kernels of the stored decoder,
-# not biases, not the output head, not latents (as NeRV: stem and block weights only).
-PRUNE_RULES = ((r"params/head/.*", False), (r"params/.*kernel", True))
-
-
-def prunable(path: str) -> bool:
-    return first_match(path, PRUNE_RULES, False)
+def prunable(spec) -> Callable[[str], bool]:
+    """Whether global magnitude pruning may touch the tensor at a 'collection/path' (the family's rules)."""
+    return lambda path: first_match(path, spec.prune_rules, False)
 
 
 @dataclasses.dataclass
@@ -113,16 +109,25 @@ class _Shape:
     batch: int
 
     @classmethod
-    def forward_of(cls, spec, phase: Phase) -> "_Shape":
-        """The part the forward pass depends on (the evaluation program's key)."""
-        return cls(phase.use_encoder and spec.init_aux is not None, phase.quantize, "", False, 0, 0)
+    def forward_of(cls, config, phase: Phase) -> "_Shape":
+        """The part the forward pass depends on (the evaluation program's key). A phase "uses the encoder"
+        only where the family has one (encode-time state), so that phases of a family without one that
+        differ only in that flag share their compiled programs."""
+        return cls(phase.use_encoder and _has_aux(config), phase.quantize, "", False, 0, 0)
 
     @classmethod
-    def of(cls, spec, phase: Phase, train_batch: int, n_frames: int) -> "_Shape":
+    def of(cls, config, phase: Phase, train_batch: int, n_frames: int) -> "_Shape":
         start, stop = phase.frame_range(n_frames)
-        return dataclasses.replace(cls.forward_of(spec, phase), train_only=phase.train_only,
+        return dataclasses.replace(cls.forward_of(config, phase), train_only=phase.train_only,
                                    rated=bool(phase.rate_weight), span=stop - start,
                                    batch=phase.batch_size(train_batch, n_frames))
+
+
+@functools.lru_cache(maxsize=64)
+def _has_aux(config) -> bool:
+    """Whether the family keeps encode-time state (ModelSpec.init_aux returns any tensor), from shapes."""
+    spec = registry.spec_of(config)
+    return bool(jax.tree.leaves(jax.eval_shape(lambda: spec.init_aux(config, jax.random.key(0)))))
 
 
 def _numbers(phase: Phase, n_steps: int, n_frames: int, train_batch: int) -> dict:
@@ -145,13 +150,22 @@ def _forward_fn(config, shape: _Shape, policy: QuantPolicy | None) -> Callable:
     spec = registry.spec_of(config)
 
     def forward(variables, aux, idx, frames):
-        if shape.quantize and spec.quantize is None:   # families with their own quantizer round themselves
+        if shape.quantize:   # the weights the file will hold: on the learned steps, or at the policy's bits
+            learned = spec.learned_steps(config, variables, aux)
             variables = jax.tree_util.tree_map_with_path(
-                lambda p, w: fake_quantize(w, policy.bits_for(path_str(p))), variables)
+                lambda p, w: _on_steps(w, learned[path_str(p)]) if path_str(p) in learned
+                else fake_quantize(w, policy.bits_for(path_str(p))), variables)
         if shape.use_encoder:
             return spec.train_render(config, variables, aux, idx, frames)
         return spec.render(config, variables, idx)
     return forward
+
+
+def _on_steps(w, steps):
+    """Straight-through rounding onto learned steps (float16, as the file stores them): forward
+    steps · round(w / steps), gradient the identity."""
+    s = jax.lax.stop_gradient(jnp.asarray(steps, jnp.float32).astype(jnp.float16).astype(jnp.float32))
+    return w + jax.lax.stop_gradient(s * jnp.round(w / s) - w)
 
 
 def _policy_key(shape: _Shape, policy: QuantPolicy) -> QuantPolicy | None:
@@ -276,7 +290,7 @@ class _Step:
 def make_step(config, train: TrainConfig, phase: Phase, n_steps: int, policy: QuantPolicy, n_frames: int) -> _Step:
     """The step of `phase`: (state tree, frames (T,H,W,3) uint8 on the host, key, local step) -> (state
     tree, loss, mse)."""
-    shape = _Shape.of(registry.spec_of(config), phase, train.batch, n_frames)
+    shape = _Shape.of(config, phase, train.batch, n_frames)
     program = _step_program(config, (train.clip_norm, train.beta1, train.beta2), train.loss, shape,
                             _policy_key(shape, policy))
     return _Step(program, _numbers(phase, n_steps, n_frames, train.batch), shape.span, shape.batch)
@@ -301,7 +315,7 @@ def _eval_program(config, shape: _Shape, policy: QuantPolicy | None):
 
 def _eval_fn(config, phase: Phase, policy: QuantPolicy):
     """The jitted forward pass as `phase` sees the model (shared by phases of the same kind)."""
-    shape = _Shape.forward_of(registry.spec_of(config), phase)
+    shape = _Shape.forward_of(config, phase)
     return _eval_program(config, shape, _policy_key(shape, policy))
 
 
@@ -325,13 +339,12 @@ def _start_phase(spec, config, train, k: int, state: _State, frames) -> _State:
     phase = train.phases[k]
     prev_encoder = k > 0 and train.phases[k - 1].use_encoder
     variables, masks = state.variables, state.masks
-    if spec.finalize is not None and prev_encoder and not phase.use_encoder:
+    if prev_encoder and not phase.use_encoder:
         variables = spec.finalize(config, variables, state.aux, frames)
-    aux = state.aux
-    if spec.start_phase is not None:   # the step donates its state: give every leaf its own buffer
-        variables, aux = _own_buffers(spec.start_phase(config, variables, aux, phase))
+    # the step donates its state: give every leaf its own buffer
+    variables, aux = _own_buffers(spec.start_phase(config, variables, state.aux, phase))
     if phase.sparsity > 0:
-        masks = magnitude_masks(variables, prunable, phase.sparsity)
+        masks = magnitude_masks(variables, prunable(spec), phase.sparsity)
         variables = jax.tree.map(lambda p, m: p * m, variables, masks)
     return _with_optimizer(train, k, _State(variables, aux, None, masks))
 
@@ -345,10 +358,8 @@ def init_state(spec, config, train: TrainConfig) -> _State:
     key = jax.random.key(train.seed)
     variables = jax.jit(spec.init, static_argnums=0, compiler_options=_INIT_OPTIONS)(
         config, jax.random.fold_in(key, 0))
-    aux = {}
-    if spec.init_aux:
-        aux = jax.jit(spec.init_aux, static_argnums=0, compiler_options=_INIT_OPTIONS)(
-            config, jax.random.fold_in(key, 1))
+    aux = jax.jit(spec.init_aux, static_argnums=0, compiler_options=_INIT_OPTIONS)(
+        config, jax.random.fold_in(key, 1))
     variables, aux = _own_buffers((variables, aux))
     masks = jax.tree.map(jnp.ones_like, variables)
     return _with_optimizer(train, 0, _State(variables, aux, None, masks))
@@ -516,7 +527,7 @@ def fit(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, *, 
     if bar:
         bar.close()
     variables = state.variables
-    if spec.finalize is not None and train.phases[-1].use_encoder:
+    if train.phases[-1].use_encoder:
         variables = spec.finalize(config, variables, state.aux, frames)
     meter = run.meter
     fps = meter.timed_frames / meter.timed_s if meter.timed_s > 0 else float("nan")

@@ -19,29 +19,26 @@ class Preset:
     loss: str = "l2"
 
 
-_FALLBACK = Preset(size=100_000, lr=1e-3, beta1=0.9, epochs=150)   # a family that states no preset
-
-
 def preset(model: str) -> Preset:
     """The preset of a model string's family ('hnerv:cam_nodes=30' uses hnerv's)."""
     spec = registry.parse(model)[0]
-    return _FALLBACK if spec.preset is None else Preset(**spec.preset)
+    return Preset(**spec.preset)
 
 
 def train_config(model: str, epochs: float | None = None, lr: float | None = None, prune: float = 0.0,
-                 batch: int = 2, seed: int = 0, qat_epochs: float | None = None, config=None) -> TrainConfig:
-    """The standard fit -> prune -> QAT schedule with `model`'s preset (lr, β1, loss, epochs) filled in.
-
-    Families with their own schedule (`ModelSpec.schedule`, e.g. NIRVANA's phase per group of frames)
-    build it from the sized `config` instead; `prune` does not apply to them.
-    """
+                 batch: int = 2, seed: int = 0, qat_epochs: float | None = None, *, config) -> TrainConfig:
+    """The standard fit -> prune -> QAT schedule with `model`'s preset (lr, β1, loss, epochs) filled in, as
+    the family's `ModelSpec.schedule` rewrites it for the sized `config` (NIRVANA: a phase per group of
+    frames, which prunes nothing; its fit options are refused before this, train.cli.check_fit_options)."""
     p = preset(model)
     spec = registry.parse(model)[0]
-    if spec.schedule is not None:
-        if config is None:
-            raise ValueError(f"{spec.name}'s schedule depends on its config; pass config=")
-        phases = tuple(Phase(**kw) for kw in spec.schedule(config, epochs or p.epochs, lr or p.lr))
-        return TrainConfig(phases, batch=batch, loss=p.loss, beta1=p.beta1, seed=seed)
     train = standard(epochs or p.epochs, lr=lr or p.lr, prune=prune, qat_epochs=qat_epochs, batch=batch,
                      seed=seed, loss=p.loss)
-    return dataclasses.replace(train, beta1=p.beta1)
+    phases = family_phases(spec, config, train.phases, epochs or p.epochs, lr or p.lr)
+    return dataclasses.replace(train, phases=phases, beta1=p.beta1)
+
+
+def family_phases(spec, config, phases: tuple[Phase, ...], epochs: float, lr: float) -> tuple[Phase, ...]:
+    """`phases` as the family runs them (ModelSpec.schedule: the same, or its own)."""
+    rewritten = spec.schedule(config, [dataclasses.asdict(ph) for ph in phases], epochs, lr)
+    return tuple(Phase(**kw) for kw in rewritten)

@@ -57,17 +57,21 @@ def summarize(data: bytes) -> dict:
         "config": config.to_dict(),
         "dequantized_sums": sums,
         "generated_with": {"recipe": f"{spec.name} tiny(), " + (
-                               "2-epoch fit of synthetic_clip(T, H, W), learned steps" if spec.quantize
+                               "2-epoch fit of synthetic_clip(T, H, W), learned steps" if _learns_steps(spec)
                                else f"init jax.random.key(0), {BITS} bits"),
                            "jax": jax.__version__,
                            "JAX_DISABLE_MOST_OPTIMIZATIONS": os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS", "")},
     }
 
 
+def _learns_steps(spec) -> bool:
+    return spec.learned_steps is not inr.registry.no_learned_steps
+
+
 def golden_bytes(name: str) -> bytes:
     spec = inr.get(name)
     config = spec.config_cls.tiny()
-    if spec.quantize is not None:
+    if _learns_steps(spec):
         # Families with learned quantization steps (NIRVANA) have no steps before training: their
         # golden file is a short real fit of a synthetic clip, through the encoder every user runs.
         from inr.video import synthetic_clip

@@ -109,9 +109,9 @@ def test_model_learns_a_real_clip(model, carphone_small):
     t, h, w = carphone_small.shape[:3]
     config = model.tiny(Geometry.of(t, h, w))
     spec = model.spec
-    train = TrainConfig((Phase("fit", 30, 3e-3, warmup=0.1, use_encoder=True),), batch=2)
-    if spec.schedule is not None:   # families that fit in their own phases (NIRVANA: one per group)
-        train = presets.train_config(model.name, 30, config=config)
+    # one fit phase, or the family's own phases of that length (NIRVANA: one per group, at its preset lr)
+    phases = (Phase("fit", 30, 3e-3, warmup=0.1, use_encoder=True),)
+    train = TrainConfig(presets.family_phases(spec, config, phases, 30, presets.preset(model.name).lr), batch=2)
     variables = jax.jit(spec.init, static_argnums=0)(config, jax.random.key(0))
     target = jnp.asarray(carphone_small, jnp.float32) / 255
     render = jax.jit(spec.render, static_argnums=0)   # one compile instead of op-by-op dispatch, twice
@@ -122,7 +122,7 @@ def test_model_learns_a_real_clip(model, carphone_small):
     assert gain > 3.0, f"{model.name} gained only {gain:.2f} dB"
 
 
-@pytest.mark.parametrize("name", [n for n in VARIANTS if inr.registry.parse(n)[0].finalize is not None])
+@pytest.mark.parametrize("name", [n for n in VARIANTS if inr.registry.parse(n)[0].finalize is not inr.registry.keep_variables])
 def test_finalized_variables_render_what_the_encoder_path_rendered(name, carphone_small):
     """Families with an encode-time encoder: after `finalize`, render == train_render on every frame."""
     variant = Variant(name, *inr.registry.parse(name))
@@ -134,8 +134,8 @@ def test_finalized_variables_render_what_the_encoder_path_rendered(name, carphon
     aux = jax.tree.map(lambda x: x + 0.5 * jax.random.normal(jax.random.key(2), x.shape), aux)
     frames = jnp.asarray(carphone_small, jnp.float32) / 255
     idx = jnp.arange(t)
-    if spec.schedule is not None:   # train_render sees one phase's frames at a time (NIRVANA: one group)
-        idx = jnp.arange(*presets.train_config(name, 1, config=config).phases[0].frames)
+    first = presets.train_config(name, 1, config=config).phases[0]   # train_render sees a phase's frames
+    idx = jnp.arange(*first.frame_range(t))                         # (NIRVANA: one group)
     want = spec.train_render(config, variables, aux, idx, frames[idx])
     got = spec.render(config, spec.finalize(config, variables, aux, carphone_small), idx)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)

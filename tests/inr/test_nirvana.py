@@ -12,12 +12,12 @@ from train.encode import make_config
 
 def test_steps_cover_batch_frames_of_their_group_and_the_whole_group_with_a_target_psnr():
     config = nirvana.NIRVANAConfig(Geometry.of(30, 32, 48), group=12, batch=4, group0_share=0.5)   # 12, 12, 6 frames
-    phases = nirvana.schedule(config, epochs=10, lr=1e-2)
+    phases = nirvana.schedule(config, [], epochs=10, lr=1e-2)
     assert [(p["frames"], p["batch"]) for p in phases] == [((0, 12), 4), ((12, 24), 4), ((24, 30), 4)]
     # a phase's steps = epochs · (frames // batch): group 0 gets half of epochs·T/2 = 75 steps
     assert [p["epochs"] * ((p["frames"][1] - p["frames"][0]) // p["batch"]) for p in phases] == \
         pytest.approx([75, 37.5, 37.5])
-    targeted = nirvana.schedule(config.replace(target_psnr=30), epochs=10, lr=1e-2)
+    targeted = nirvana.schedule(config.replace(target_psnr=30), [], epochs=10, lr=1e-2)
     assert [p["batch"] for p in targeted] == [12, 12, 6]
 
 
@@ -36,7 +36,7 @@ def test_heads_of_some_frames_equal_those_frames_of_the_whole_group():
 def test_sized_configs_carry_the_preset_and_overrides_win():
     config = make_config("nirvana:warm_lr=0.5", Geometry.of(24, 32, 48), n_params=20_000)
     assert (config.group, config.batch, config.group0_share, config.warm_lr) == (12, 4, 0.5, 0.5)
-    whole = nirvana.schedule(config.replace(batch=0), epochs=10, lr=1e-2)
+    whole = nirvana.schedule(config.replace(batch=0), [], epochs=10, lr=1e-2)
     assert [p["batch"] for p in whole] == [12, 12]
 
 

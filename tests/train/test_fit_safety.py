@@ -16,6 +16,7 @@ import pytest
 from tqdm import tqdm
 
 import inr
+import train.cli
 import train.encode
 from codec import api
 from codec.api import QuantPolicy
@@ -230,9 +231,43 @@ def test_a_fit_logged_to_a_file_writes_bounded_plain_lines(tmp_path):
 
 def test_a_bpp_target_past_the_parameter_limit_is_refused_before_sizing(clip, tmp_path, capsys):
     # 16 bpp on 4 frames of 2160x3840 at 8 bits is 16·4·2160·3840 / 7.5 ≈ 7.08e7 parameters (the 7.5 bits a
-    # parameter costs at 8 bits: train.encode.BITS_PER_PARAM_AT_8), past the 2^26 = 67,108,864 of any model
+    # parameter costs at 8 bits: inr.registry.bits_per_param_at), past the 2^26 = 67,108,864 of any model
     # (the most a .nerva file may describe, FORMAT.md §5.1).
     with pytest.raises(inr.errors.ConfigError, match=r"7\.08e\+07 parameters.*67,108,864"):
         train.encode.make_config("nerv", Geometry.of(4, 2160, 3840), bpp=16.0, bits=8)
     # and 2^26 parameters' worth (15.1 bpp) passes this check
-    assert train.encode.params_for_bpp(Geometry.of(4, 2160, 3840), 15.1, 8) <= 2**26
+    assert train.encode.params_for_bpp(inr.registry.get("nerv"), Geometry.of(4, 2160, 3840), 15.1, 8) <= 2**26
+
+
+@pytest.mark.parametrize("model, option", [("nirvana", ["--bits", "6"]), ("nirvana", ["--prune", "0.2"]),
+                                           ("nirvana", ["--batch", "4"]), ("nirvana", ["--embed-bits", "4"]),
+                                           ("nerv", ["--embed-bits", "4"]), ("cam", ["--embed-bits", "4"])])
+def test_a_fit_option_the_family_does_not_honour_is_refused_before_any_work(model, option, clip, tmp_path,
+                                                                            capsys, monkeypatch):
+    monkeypatch.setattr(train.cli, "read_video", lambda *a, **k: pytest.fail("the video was read"))
+    assert main(["fit", str(clip), "-o", str(tmp_path / "x.nerva"), "--model", model, *option, "--quiet"]) == 2
+    _one_line_error(capsys, f"{option[0]} does not apply to {model}", f"--model {model}:FIELD=VALUE")
+    assert _listing(tmp_path) == ["clip.mp4"]
+
+
+def test_embed_bits_set_the_embeddings_of_a_family_that_has_them_and_nothing_else(clip, tmp_path, capsys):
+    out = tmp_path / "x.nerva"
+    assert main(["fit", str(clip), "-o", str(out), "--model", "hnerv", "--size", "20k", "--epochs", "1",
+                 "--frames", "0:4", "--resize", "48x32", "--bits", "7", "--embed-bits", "3", "--quiet"]) == 0
+    config, collections, _ = api.parse(out.read_bytes())
+    def widest_channel(symbols) -> int:   # levels span each output channel (last axis) separately
+        columns = symbols.reshape(-1, symbols.shape[-1]) if symbols.ndim >= 2 else symbols.reshape(-1, 1)
+        return int((columns.max(axis=0) - columns.min(axis=0)).max())
+    spans = {f"{name}/{p}": widest_channel(q.symbols)
+             for name, (tensors, _) in collections.items() for p, q in tensors.items() if q.symbols.size}
+    embed = [s for p, s in spans.items() if p.startswith("latents/")]
+    assert embed and all(s <= 2**3 - 1 for s in embed)   # 3 bits: at most 8 levels per channel
+    assert max(s for p, s in spans.items() if not p.startswith("latents/")) > 2**3 - 1   # the weights: 7 bits
+
+
+def test_a_bpp_target_sizes_a_model_by_its_familys_bits_per_parameter():
+    # NIRVANA's files spend ~1.2 bits per parameter, NeRV's 7.5 at 8 bits: at 0.5 bpp on 120 frames of 176x144
+    # that is 0.5·120·144·176 / 1.2 = 1,267,200 parameters for NIRVANA and / 7.5 = 202,752 for NeRV
+    g = Geometry.of(120, 144, 176)
+    assert train.encode.params_for_bpp(inr.registry.get("nirvana"), g, 0.5, 8) == 1_267_200
+    assert train.encode.params_for_bpp(inr.registry.get("nerv"), g, 0.5, 8) == 202_752

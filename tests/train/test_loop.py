@@ -23,9 +23,8 @@ def _config(name, frames):
 
 def _own_or(name, config, train: TrainConfig) -> TrainConfig:
     """`train`, or for families that fit in their own phases (NIRVANA) their schedule at `train`'s length."""
-    if inr.get(name).schedule is None:
-        return train
-    return presets.train_config(name, train.total_epochs, seed=train.seed, config=config)
+    phases = presets.family_phases(inr.get(name), config, train.phases, train.total_epochs, presets.preset(name).lr)
+    return train.replace(phases=phases)
 
 
 def _leaves_equal(a, b) -> bool:
@@ -99,14 +98,14 @@ def test_checkpoint_of_another_run_is_refused(synthetic, tmp_path):
         fit(config, synthetic, train, QuantPolicy(), checkpointer=Checkpointer(tmp_path / "ck", "run-b", 1))
 
 
-@pytest.mark.parametrize("name", [n for n in inr.names() if inr.get(n).schedule is None])   # NIRVANA: no pruning
+@pytest.mark.parametrize("name", [n for n in inr.names() if "prune" in inr.get(n).fit_options])
 def test_pruned_weights_stay_zero_through_qat_and_in_the_file(name, synthetic):
     config = _config(name, synthetic)
     result = fit(config, synthetic, SCHEDULE, QuantPolicy(bits=6))
-    assert sparsity_of(result.variables, prunable) == pytest.approx(0.3, abs=0.01)
+    assert sparsity_of(result.variables, prunable(inr.get(name))) == pytest.approx(0.3, abs=0.01)
     quantized = api.quantize_variables(result.variables, QuantPolicy(bits=6))
     _, decoded = api.decompress(api.compress(config, quantized))
-    assert sparsity_of(decoded, prunable) >= 0.3 - 0.01
+    assert sparsity_of(decoded, prunable(inr.get(name))) >= 0.3 - 0.01
 
 
 def test_qat_phase_end_psnr_is_the_psnr_of_the_quantized_model(synthetic):
