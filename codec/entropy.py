@@ -250,11 +250,12 @@ def _bits_from_counts(counts: np.ndarray, table: np.ndarray) -> float:
     return float(np.dot(counts[used], math.log2(total) - np.log2(table[used].astype(np.float64))))
 
 
-def fit_model(symbols: np.ndarray) -> EntropyModel:
-    """The model minimising model bytes + payload bits / 8 for `symbols` (any shape, integer dtype).
+def fit_model(symbols: np.ndarray, kinds: tuple[int, ...] | None = None) -> EntropyModel:
+    """The model minimising model bytes + payload bits / 8 for `symbols` (any shape, integer dtype),
+    among the model `kinds` (None: all).
 
     The support is [min, max] of the data; an empty or constant array gets a one-symbol uniform
-    model, whose payload is zero bytes.
+    model, whose payload is zero bytes, whatever `kinds`.
     """
     x = np.asarray(symbols).reshape(-1)
     if x.size and not np.issubdtype(x.dtype, np.integer):
@@ -269,7 +270,9 @@ def fit_model(symbols: np.ndarray) -> EntropyModel:
     if lo == hi:
         return uniform
     counts = np.bincount(x - lo, minlength=hi - lo + 1)
-    candidates = [uniform, _fit_laplace(counts, lo, hi), _fit_histogram(counts, lo, hi)]
+    fits = {UNIFORM: lambda: uniform, LAPLACE: lambda: _fit_laplace(counts, lo, hi),
+            HISTOGRAM: lambda: _fit_histogram(counts, lo, hi)}
+    candidates = [fit() for kind, fit in fits.items() if kinds is None or kind in kinds]
     return min(candidates, key=lambda m: 8 * len(m.to_bytes()) + _bits_from_counts(counts, m.frequencies()))
 
 

@@ -21,6 +21,8 @@ class QuantizedTensor:
     symbols: np.ndarray   # int32, same shape as the tensor
     steps: np.ndarray     # float16, (channels,) along the last axis, or (1,) for a per-tensor step
     bits: int             # b: 2^b levels per channel
+    kinds: tuple[int, ...] | None = None   # entropy model kinds the encoder may choose from; None: any
+                                           # (a tensor trained against one model's rate keeps that model)
 
     def dequantize(self) -> np.ndarray:
         return dequantize(self.symbols, self.steps)

@@ -48,7 +48,7 @@ def encode_collection(name: str, abstract, quantized: dict[str, QuantizedTensor]
     arrays = []
     for p in paths:
         q = quantized[p]
-        model = entropy.fit_model(q.symbols)
+        model = entropy.fit_model(q.symbols, q.kinds)
         w.u8(q.bits)
         w.uvarint(q.steps.size)
         w.raw(q.steps.astype("<f2").tobytes())
@@ -73,7 +73,7 @@ def encode_residual(name: str, reference: str, abstract, quantized: dict[str, Qu
         if not np.array_equal(q.steps, ref.steps):
             raise ValueError(f"{name}/{p}: a residual needs the reference's quantization steps")
         delta = q.symbols.astype(np.int64) - ref.symbols.astype(np.int64)
-        model = entropy.fit_model(delta)
+        model = entropy.fit_model(delta, q.kinds)
         w.u8(q.bits)
         w.raw(model.to_bytes())
         arrays.append((delta.ravel(), model))

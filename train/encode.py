@@ -13,6 +13,7 @@ import numpy as np
 from codec import api
 from codec.api import QuantPolicy
 from codec.bytesio import FormatError
+from codec.entropy import LAPLACE
 from codec.params import flatten
 from inr import registry, sizing
 from inr.config import Geometry
@@ -85,8 +86,12 @@ def encode(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, 
     t = time.perf_counter()
     spec = registry.spec_of(config)
     with np.errstate(over="ignore", invalid="ignore"):   # an overflow is reported below, in one line
-        steps = spec.learned_steps(config, result.variables, result.aux)
+        steps = {**result.steps, **spec.learned_steps(config, result.variables, result.aux)}
         quantized = api.quantize_variables(result.variables, policy, steps)
+        # a tensor trained against the LAPLACE rate estimate (train.rd) is coded with that model: the file
+        # spends what training estimated and minimised
+        quantized = {p: dataclasses.replace(q, kinds=(LAPLACE,)) if p in result.steps else q
+                     for p, q in quantized.items()}
         data = api.compress(config, quantized)
     try:
         api.decompress(data)

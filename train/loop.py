@@ -8,6 +8,7 @@ import functools
 import math
 import re
 import time
+import zlib
 from typing import Any, Callable
 
 import jax
@@ -23,6 +24,7 @@ from codec.prune import magnitude_masks
 from codec.quant import fake_quantize
 from inr import registry
 from inr.memory import check_program
+from train import rd
 from train.losses import LOSSES
 from train.schedule import Phase, TrainConfig
 
@@ -39,6 +41,8 @@ class FitResult:
     train_frames_per_s: float      # frames through forward+backward per second, compile excluded
     float_psnr: float | None       # PSNR of the float model before quantization-aware fine-tuning
     aux: Any = None                # encode-time state after the last phase (learned steps, encoders)
+    steps: dict = dataclasses.field(default_factory=dict)   # {path: float32 steps} learned by rate-distortion
+                                                            # phases, which the file must use ({}: none)
 
 
 @dataclasses.dataclass
@@ -47,13 +51,15 @@ class _State:
     aux: Any
     opt_state: Any
     masks: Any
+    steps: Any      # {path: log step per channel} of every stored tensor, trained by rate-distortion phases
 
     def tree(self):
-        return {"variables": self.variables, "aux": self.aux, "opt": self.opt_state, "masks": self.masks}
+        return {"variables": self.variables, "aux": self.aux, "opt": self.opt_state, "masks": self.masks,
+                "steps": self.steps}
 
     @classmethod
     def of(cls, t):
-        return cls(t["variables"], t["aux"], t["opt"], t["masks"])
+        return cls(t["variables"], t["aux"], t["opt"], t["masks"], t["steps"])
 
 
 def _optimizer_of(clip_norm: float, beta1: float, beta2: float) -> optax.GradientTransformation:
@@ -74,13 +80,16 @@ def _lr(hp: dict, step):
 
 
 def _lr_scaler(config) -> Callable:
-    """Multiplies each stored tensor's update by its config learning-rate rule (e.g. CAM tables 10x);
-    updates are keyed by state path ('variables/params/...'), the rules by 'params/...'."""
+    """Multiplies each stored tensor's update by its config learning-rate rule (e.g. CAM tables 10x), and
+    the learned quantization steps' by rd.STEP_LR_MULT; updates are keyed by state path
+    ('variables/params/...', 'steps/params/...'), the config's rules by 'params/...'."""
     rules = config.lr_multipliers()
-    if not rules:
-        return lambda updates: updates
-    return lambda updates: {p: u * first_match(p.partition("/")[2], rules, 1.0) if p.startswith("variables/")
-                            else u for p, u in updates.items()}
+
+    def scale(path: str) -> float:
+        if path.startswith("steps/"):
+            return rd.STEP_LR_MULT
+        return first_match(path.partition("/")[2], rules, 1.0) if path.startswith("variables/") else 1.0
+    return lambda updates: {p: u * scale(p) for p, u in updates.items()}
 
 
 def trainable(state, train_only: str) -> dict:
@@ -103,17 +112,20 @@ class _Shape:
 
     use_encoder: bool
     quantize: bool
+    rd: str            # "" or a train.rd mode: the stored tensors on their learned steps, and their bits
     train_only: str
     rated: bool
     span: int          # frames in the phase's range
     batch: int
 
     @classmethod
-    def forward_of(cls, config, phase: Phase) -> "_Shape":
+    def forward_of(cls, config, phase: Phase, evaluating: bool = False) -> "_Shape":
         """The part the forward pass depends on (the evaluation program's key). A phase "uses the encoder"
         only where the family has one (encode-time state), so that phases of a family without one that
-        differ only in that flag share their compiled programs."""
-        return cls(phase.use_encoder and _has_aux(config), phase.quantize, "", False, 0, 0)
+        differ only in that flag share their compiled programs. Evaluation of a rate-distortion phase
+        rounds as the file will (no noise)."""
+        rd_mode = "ste" if evaluating and phase.rd else phase.rd
+        return cls(phase.use_encoder and _has_aux(config), phase.quantize, rd_mode, "", False, 0, 0)
 
     @classmethod
     def of(cls, config, phase: Phase, train_batch: int, n_frames: int) -> "_Shape":
@@ -136,7 +148,8 @@ def _numbers(phase: Phase, n_steps: int, n_frames: int, train_batch: int) -> dic
     per_epoch = max((stop - start) // phase.batch_size(train_batch, n_frames), 1)
     return {"lr": jnp.float32(phase.lr), "warm": jnp.int32(max(int(phase.warmup * n_steps), 0)),
             "n_steps": jnp.int32(n_steps), "start": jnp.int32(start), "per_epoch": jnp.int32(per_epoch),
-            "rate_weight": jnp.float32(phase.rate_weight), "mse_stop": _mse_stop(phase)}
+            "rate_weight": jnp.float32(phase.rate_weight), "mse_stop": _mse_stop(phase),
+            "noise_seed": np.uint32(zlib.crc32(phase.name.encode()))}
 
 
 def _mse_stop(phase: Phase) -> np.float32:
@@ -146,18 +159,22 @@ def _mse_stop(phase: Phase) -> np.float32:
 
 
 def _forward_fn(config, shape: _Shape, policy: QuantPolicy | None) -> Callable:
-    """(variables, aux, idx, frames) -> predicted frames, as a phase of this shape sees them."""
+    """(variables, aux, idx, frames, log steps, noise key, progress) -> (predicted frames, {path: symbols}),
+    as a phase of this shape sees them; the symbols are those of a rate-distortion phase ({} otherwise)."""
     spec = registry.spec_of(config)
 
-    def forward(variables, aux, idx, frames):
-        if shape.quantize:   # the weights the file will hold: on the learned steps, or at the policy's bits
+    def forward(variables, aux, idx, frames, log_steps, key, progress):
+        symbols = {}
+        if shape.rd:
+            variables, symbols = rd.quantized(variables, log_steps, shape.rd, key, progress, rd.ANNEAL)
+        elif shape.quantize:   # the weights the file will hold: on the learned steps, or at the policy's bits
             learned = spec.learned_steps(config, variables, aux)
             variables = jax.tree_util.tree_map_with_path(
                 lambda p, w: _on_steps(w, learned[path_str(p)]) if path_str(p) in learned
                 else fake_quantize(w, policy.bits_for(path_str(p))), variables)
         if shape.use_encoder:
-            return spec.train_render(config, variables, aux, idx, frames)
-        return spec.render(config, variables, idx)
+            return spec.train_render(config, variables, aux, idx, frames), symbols
+        return spec.render(config, variables, idx), symbols
     return forward
 
 
@@ -170,7 +187,7 @@ def _on_steps(w, steps):
 
 def _policy_key(shape: _Shape, policy: QuantPolicy) -> QuantPolicy | None:
     """The quantization policy only shapes quantization-aware programs."""
-    return policy if shape.quantize else None
+    return policy if shape.quantize and not shape.rd else None
 
 
 @functools.lru_cache(maxsize=64)
@@ -188,13 +205,18 @@ def _step_program(config, optimizer: tuple, loss: str, shape: _Shape, policy: Qu
     def step(tree, batch, idx, s, hp):
         target = batch.astype(jnp.float32) / 255.0
         state = {"variables": tree["variables"], "aux": tree["aux"]}
+        if shape.rd:   # the learned steps train with the weights
+            state["steps"] = tree["steps"]
+        key = jax.random.fold_in(jax.random.key(hp["noise_seed"]), s)
+        progress = s.astype(jnp.float32) / jnp.maximum(hp["n_steps"] - 1, 1).astype(jnp.float32)
 
         def objective(tensors):
             full = _merged(state, tensors)
-            pred = forward(full["variables"], full["aux"], idx, target)
+            pred, symbols = forward(full["variables"], full["aux"], idx, target, full.get("steps", tree["steps"]),
+                                    key, progress)
             loss = loss_fn(pred, target)
             if shape.rated:
-                bits = spec.rate(config, full["variables"], full["aux"], idx)
+                bits = spec.rate(config, full["variables"], full["aux"], idx) + rd.bits(symbols)
                 loss = loss + hp["rate_weight"] * bits / pixels
             return loss, jnp.mean((pred - target) ** 2)
 
@@ -211,7 +233,7 @@ def _step_program(config, optimizer: tuple, loss: str, shape: _Shape, policy: Qu
                    for p, x in tensors.items()}
         state = _merged(state, tensors)
         return {"variables": state["variables"], "aux": state["aux"], "opt": opt,
-                "masks": tree["masks"]}, loss, mse
+                "masks": tree["masks"], "steps": state.get("steps", tree["steps"])}, loss, mse
     g = config.geometry
     return _Program(jax.jit(step, donate_argnums=0),
                     f"a training step at {g.width}x{g.height} with {shape.batch} frames per step",
@@ -308,18 +330,22 @@ def phase_steps(train: TrainConfig, n_frames: int) -> list[int]:
 @functools.lru_cache(maxsize=64)
 def _eval_program(config, shape: _Shape, policy: QuantPolicy | None):
     g = config.geometry
-    return _Program(jax.jit(_forward_fn(config, shape, policy)),
+    forward = _forward_fn(config, shape, policy)
+
+    def frames_of(variables, aux, idx, frames, log_steps):   # evaluation rounds: no noise, no progress
+        return forward(variables, aux, idx, frames, log_steps, jax.random.key(0), 1.0)[0]
+    return _Program(jax.jit(frames_of),
                     f"evaluating the model at {g.width}x{g.height}, {DEFAULT_BATCH} frames at a time",
                     "use a smaller model (--size) or smaller frames (--resize)")
 
 
 def _eval_fn(config, phase: Phase, policy: QuantPolicy):
     """The jitted forward pass as `phase` sees the model (shared by phases of the same kind)."""
-    shape = _Shape.forward_of(config, phase)
+    shape = _Shape.forward_of(config, phase, evaluating=True)
     return _eval_program(config, shape, _policy_key(shape, policy))
 
 
-def _evaluate(fn, variables, aux, frames: np.ndarray, batch: int = DEFAULT_BATCH, start: int = 0,
+def _evaluate(fn, state: "_State", frames: np.ndarray, batch: int = DEFAULT_BATCH, start: int = 0,
               stop: int | None = None) -> float:
     """Mean per-frame PSNR (dB) of the model as a phase sees it (jitted `fn`), over frames [start, stop).
 
@@ -330,7 +356,8 @@ def _evaluate(fn, variables, aux, frames: np.ndarray, batch: int = DEFAULT_BATCH
     for i in range(start, stop, batch):
         idx = np.minimum(np.arange(i, i + batch), stop - 1).astype(np.int32)
         target = jnp.asarray(frames[idx]).astype(jnp.float32) / 255.0
-        out.append(np.asarray(psnr(target, jnp.clip(fn(variables, aux, idx, target), 0.0, 1.0)))[:stop - i])
+        pred = fn(state.variables, state.aux, idx, target, state.steps)
+        out.append(np.asarray(psnr(target, jnp.clip(pred, 0.0, 1.0)))[:stop - i])
     return float(mean_psnr(np.concatenate(out)))
 
 
@@ -346,7 +373,13 @@ def _start_phase(spec, config, train, k: int, state: _State, frames) -> _State:
     if phase.sparsity > 0:
         masks = magnitude_masks(variables, prunable(spec), phase.sparsity)
         variables = jax.tree.map(lambda p, m: p * m, variables, masks)
-    return _with_optimizer(train, k, _State(variables, aux, None, masks))
+    steps = state.steps
+    if phase.rd and not (k > 0 and train.phases[k - 1].rd):   # the grid starts from the trained weights
+        steps = _initial_steps(variables)
+    return _with_optimizer(train, k, _State(variables, aux, None, masks, steps))
+
+
+_initial_steps = jax.jit(rd.initial_steps)
 
 
 # Initialisation runs once per fit, so it is compiled without LLVM optimisation: 4-5x faster to compile
@@ -362,12 +395,14 @@ def init_state(spec, config, train: TrainConfig) -> _State:
         config, jax.random.fold_in(key, 1))
     variables, aux = _own_buffers((variables, aux))
     masks = jax.tree.map(jnp.ones_like, variables)
-    return _with_optimizer(train, 0, _State(variables, aux, None, masks))
+    return _with_optimizer(train, 0, _State(variables, aux, None, masks, _initial_steps(variables)))
 
 
 def _with_optimizer(train: TrainConfig, k: int, state: _State) -> _State:
     """`state` with a fresh optimizer state over the tensors phase k trains."""
-    tensors = trainable({"variables": state.variables, "aux": state.aux}, train.phases[k].train_only)
+    phase = train.phases[k]
+    tree = {"variables": state.variables, "aux": state.aux, **({"steps": state.steps} if phase.rd else {})}
+    tensors = trainable(tree, phase.train_only)
     return dataclasses.replace(state, opt_state=_optimizer_init(train.clip_norm, train.beta1, train.beta2)(tensors))
 
 
@@ -519,10 +554,10 @@ def fit(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, *, 
                                 phase.batch_size(train.batch, frames.shape[0]))
         state = _State.of(tree)
         start, stop_frame = phase.frame_range(frames.shape[0])
-        end_psnr = _evaluate(_eval_fn(config, phase, policy), state.variables, state.aux, frames,
+        end_psnr = _evaluate(_eval_fn(config, phase, policy), state, frames,
                              start=start, stop=stop_frame)
         run.history.append({"phase": phase.name, "step": done, "phase_end_psnr": end_psnr})
-        if not phase.quantize:
+        if not (phase.quantize or phase.rd):
             float_psnr = end_psnr
     if bar:
         bar.close()
@@ -531,4 +566,5 @@ def fit(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, *, 
         variables = spec.finalize(config, variables, state.aux, frames)
     meter = run.meter
     fps = meter.timed_frames / meter.timed_s if meter.timed_s > 0 else float("nan")
-    return FitResult(variables, run.history, time.perf_counter() - t0, fps, float_psnr, state.aux)
+    steps = rd.steps_of(state.steps) if any(p.rd for p in train.phases) else {}
+    return FitResult(variables, run.history, time.perf_counter() - t0, fps, float_psnr, state.aux, steps)

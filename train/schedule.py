@@ -35,6 +35,12 @@ class Phase(ConfigBase):
     rate_weight: float = 0.0     # λ: loss = distortion + λ · ModelSpec.rate / (pixels of the phase's frames)
     batch: int = 0               # frames per step in this phase; 0 = TrainConfig.batch
     target_psnr: float = 0.0     # end the phase at the first step whose batch PSNR (dB) reaches this; 0 = off
+    rd: str = ""                 # rate-distortion training (train.rd): "noise" (annealed soft rounding and
+                                 # noise) or "ste" (rounding) on learned steps, the rate at `rate_weight`
+
+    def __post_init__(self):
+        if self.rd not in ("", "noise", "ste"):
+            raise ValueError(f"phase {self.name!r}: rd must be '', 'noise' or 'ste', not {self.rd!r}")
 
     def batch_size(self, train_batch: int, n_frames: int) -> int:
         start, stop = self.frame_range(n_frames)

@@ -1,0 +1,79 @@
+"""Rate–distortion training: learned steps start on the 8-bit grid, the file uses them, and the estimate is the file's size."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import inr
+from codec import api, entropy, rate
+from codec.api import QuantPolicy
+from inr.config import Geometry
+from inr.video import synthetic_clip
+from train import rd
+from train.encode import encode
+from train.schedule import Phase, TrainConfig
+
+
+def test_initial_steps_put_each_channels_range_including_zero_on_255_levels():
+    kernel = np.zeros((2, 3), np.float32)            # 3 output channels
+    kernel[:, 0] = [-1.0, 2.0]                      # range [-1, 2]: step 3/255
+    kernel[:, 1] = [0.25, 0.5]                      # range [0, 0.5] (zero included): step 0.5/255
+    bias = np.array([-0.3, 0.1], np.float32)        # one step per 1-D tensor: range [-0.3, 0.1]
+    steps = rd.initial_steps({"params": {"k": kernel, "b": bias}})
+    np.testing.assert_allclose(np.exp(steps["params/k"]), [3 / 255, 0.5 / 255, rd.MIN_STEP], rtol=1e-6)
+    np.testing.assert_allclose(np.exp(steps["params/b"]), [0.4 / 255], rtol=1e-6)
+
+
+def test_rounding_mode_puts_weights_exactly_on_the_float16_steps_the_file_stores():
+    w = jax.random.normal(jax.random.key(0), (4, 5))
+    log_steps = {"params/w": jnp.log(jnp.linspace(0.01, 0.3, 5))}
+    on_grid, symbols = rd.quantized({"params": {"w": w}}, log_steps, "ste", jax.random.key(1), 1.0, rd.ANNEAL)
+    s16 = np.linspace(0.01, 0.3, 5).astype(np.float32).astype(np.float16).astype(np.float32)
+    want = np.rint(np.asarray(w) / s16)
+    np.testing.assert_array_equal(np.asarray(symbols["params/w"]), want)
+    np.testing.assert_array_equal(np.asarray(on_grid["params"]["w"]), (want * s16).astype(np.float32))
+
+
+def test_noise_mode_stays_within_one_step_of_the_weights_and_differs_from_rounding():
+    w = jax.random.normal(jax.random.key(0), (64, 8))
+    log_steps = {"params/w": jnp.full((8,), jnp.log(0.1))}
+    noisy, _ = rd.quantized({"params": {"w": w}}, log_steps, "noise", jax.random.key(1), 0.0, rd.ANNEAL)
+    rounded, _ = rd.quantized({"params": {"w": w}}, log_steps, "ste", jax.random.key(1), 0.0, rd.ANNEAL)
+    step = float(np.float16(0.1))
+    assert np.abs(np.asarray(noisy["params"]["w"]) - np.asarray(w)).max() <= step
+    assert not np.array_equal(np.asarray(noisy["params"]["w"]), np.asarray(rounded["params"]["w"]))
+
+
+@pytest.mark.parametrize("scale, zeros", [(2.0, 0.0), (8.0, 0.5), (30.0, 0.2)])
+def test_the_estimate_of_integer_symbols_is_the_files_laplace_table_within_half_a_percent(scale, zeros):
+    rng = np.random.default_rng(0)
+    k = np.rint(rng.laplace(0, scale, 4000)).astype(np.int32)
+    k[rng.random(k.size) < zeros] = 0
+    got = float(rd.bits({"t": jnp.asarray(k, jnp.float32)}))
+    n_theta, n_p0 = rate.to_file(rate.fit(k))
+    table = entropy.EntropyModel(entropy.LAPLACE, int(k.min()), int(k.max()), (n_theta, n_p0))
+    want = entropy.ideal_bits(k, table)   # the integer table of FORMAT.md §7.2
+    assert got == pytest.approx(want, rel=5e-3)
+
+
+def _rd_fit(name: str):
+    spec = inr.get(name)
+    config = spec.config_cls.tiny()
+    g = config.geometry
+    frames = synthetic_clip(g.frames, g.height, g.width)
+    phases = (Phase("fit", 2, 3e-3, warmup=0.1, use_encoder=True),
+              Phase("rd", 2, 1e-3, rd="noise", rate_weight=0.05), Phase("ste", 1, 3e-4, rd="ste", rate_weight=0.05))
+    return config, encode(config, frames, TrainConfig(phases, batch=2, seed=3), QuantPolicy())
+
+
+@pytest.mark.parametrize("name", [n for n in inr.names() if "bits" in inr.get(n).fit_options])
+def test_a_rate_distortion_fit_writes_its_learned_steps_and_the_estimate_is_the_files_payload(name):
+    config, enc = _rd_fit(name)
+    assert set(enc.fit.steps) == set(enc.quantized)
+    for p, q in enc.quantized.items():   # the file's steps are the learned ones, as float16
+        np.testing.assert_array_equal(q.steps, np.asarray(enc.fit.steps[p]).astype(np.float16))
+    _, collections, _ = api.parse(enc.data)
+    payload = sum(info.ideal_bits for _, infos in collections.values() for info in infos)
+    estimate = float(rd.bits({p: jnp.asarray(q.symbols, jnp.float32) for p, q in enc.quantized.items()}))
+    assert estimate == pytest.approx(payload, rel=0.02)
