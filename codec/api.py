@@ -77,7 +77,7 @@ def compress(config, quantized: dict[str, QuantizedTensor]) -> bytes:
         else:   # the family codes this collection as its difference to an earlier one (sorted before it)
             body = tensors.encode_residual(name, ref, abstract[name], colls[name], colls[ref])
             sections.append(container.Section(container.RESIDUAL, body))
-    return container.pack(spec.model_id, sections)
+    return container.pack(spec.model_id, sections, tensors.version_needed(abstract, quantized))
 
 
 # Parameter elements a file may describe (FORMAT.md §5.1). A tensor whose model codes nothing costs no
@@ -123,7 +123,8 @@ def parse(data: bytes):
         if s.kind == container.TENSORS:
             if name in references:
                 raise FormatError(f"collection {name!r} must be residual-coded against {references[name]!r}")
-            collections[name] = tensors.decode_collection(s.body, abstract[name], budget)
+            collections[name] = tensors.decode_collection(s.body, abstract[name], budget,
+                                                          container.format_version(data))
         else:
             ref = tensors.residual_reference(s.body)
             if references.get(name) != ref or ref not in collections:

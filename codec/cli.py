@@ -63,7 +63,8 @@ def describe(data: bytes) -> tuple[list[str], dict]:
     g = config.geometry
     lines = [f"model     {spec.name} (id {spec.model_id}): {spec.description}",
              f"video     {g.frames} frames, {g.width}x{g.height}, {g.fps:.3f} fps",
-             f"file      {len(data)} bytes, bpp {8 * len(data) / g.pixels:.5f} (8·bytes / (T·H·W))",
+             f"file      {len(data)} bytes, bpp {8 * len(data) / g.pixels:.5f} (8·bytes / (T·H·W)), "
+             f"format version {container.format_version(data)}",
              "config    " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items() if k != "geometry"),
              "", f"{'section':<32}{'offset':>8}{'bytes':>10}"]
     lines.append(f"{'preamble (magic, version, id)':<32}{0:>8}{7:>10}")
@@ -80,15 +81,17 @@ def describe(data: bytes) -> tuple[list[str], dict]:
 
 
 def tensor_lines(collections) -> list[str]:
-    lines = ["", f"{'tensor':<44}{'shape':>16}{'bits':>5}{'model':>10}{'side B':>8}{'payload B':>11}"
-             f"{'bits/w':>8}"]
-    for name, (_, infos) in sorted(collections.items()):
+    lines = ["", f"{'tensor':<44}{'shape':>16}{'bits':>5}{'steps':>6}{'model':>10}{'side B':>8}"
+             f"{'payload B':>11}{'bits/w':>8}"]
+    for name, (quantized, infos) in sorted(collections.items()):
         for i in infos:
             n = max(int(np.prod(i.shape)), 1)
             kind = entropy.KIND_NAMES.get(i.model.kind, str(i.model.kind))
             lines.append(f"{name + '/' + i.path:<44}{'x'.join(map(str, i.shape)):>16}{i.bits:>5}"
-                         f"{kind:>10}{i.side_bytes:>8}{i.ideal_bits / 8:>11.1f}{i.ideal_bits / n:>8.2f}")
-    lines.append("(payload B is the ideal code length under the file's model; the coder adds < 0.1%)")
+                         f"{quantized[i.path].steps.size:>6}{kind:>10}{i.side_bytes:>8}"
+                         f"{i.ideal_bits / 8:>11.1f}{i.ideal_bits / n:>8.2f}")
+    lines.append("(steps: per output channel, or 1 for the whole tensor; a residual tensor reuses its "
+                 "reference's. payload B: the ideal code length under the file's model; the coder adds < 0.1%)")
     return lines
 
 

@@ -1,7 +1,7 @@
 """The .nerva container: magic, format version, model id, length-prefixed typed sections, CRC32.
 
 Byte layout (codec/FORMAT.md is the normative spec):
-  "NRVA" | u8 format version | u16 model id | sections... | u32 CRC32 of every preceding byte
+  "NRVA" | u8 format version (1 or 2) | u16 model id | sections... | u32 CRC32 of every preceding byte
   section = u8 kind | uvarint body length | body
 """
 
@@ -16,7 +16,8 @@ from pathlib import Path
 from codec.bytesio import ByteReader, ByteWriter, FormatError
 
 MAGIC = b"NRVA"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1     # what a file is written as unless its contents need a later version
+VERSIONS = (1, 2)      # what this nerva reads and writes; 2 = 1 plus single-step tensors (FORMAT.md §2)
 
 # Section kinds. Ids are part of the format: never renumber, only append.
 HEADER = 1    # the model config (codec.header)
@@ -39,10 +40,13 @@ class Section:
         return 1 + len(w) + len(self.body)
 
 
-def pack(model_id: int, sections: list[Section]) -> bytes:
+def pack(model_id: int, sections: list[Section], version: int = FORMAT_VERSION) -> bytes:
+    """A .nerva file of format `version` (the lowest its sections need: codec.tensors.version_needed)."""
+    if version not in VERSIONS:
+        raise ValueError(f"cannot write .nerva format version {version} (versions: {VERSIONS})")
     w = ByteWriter()
     w.raw(MAGIC)
-    w.u8(FORMAT_VERSION)
+    w.u8(version)
     w.u16(model_id)
     for s in sections:
         w.u8(s.kind)
@@ -59,14 +63,19 @@ def unpack(data: bytes) -> tuple[int, list[Section]]:
         raise FormatError("not a .nerva file (bad magic bytes)")
     if len(data) < 5 + 2 + 4:
         raise FormatError("file is truncated (shorter than the fixed preamble)")
-    if data[4] != FORMAT_VERSION:
+    if data[4] not in VERSIONS:
         raise FormatError(f"unsupported .nerva format version {data[4]} "
-                          f"(this nerva reads version {FORMAT_VERSION})")
+                          f"(this nerva reads versions {' and '.join(map(str, VERSIONS))})")
     body, crc = data[:-4], int.from_bytes(data[-4:], "little")
     sections = _parse_sections(body)   # parse first: a truncated file is reported as truncated
     if zlib.crc32(body) != crc:
         raise FormatError("file is corrupted (CRC32 checksum mismatch)")
     return int.from_bytes(data[5:7], "little"), sections
+
+
+def format_version(data: bytes) -> int:
+    """The format version of a file that `unpack` accepted: the byte after the magic."""
+    return data[4]
 
 
 def _parse_sections(body: bytes) -> list[Section]:

@@ -3,6 +3,8 @@
 TENSORS body: collection name (varint length + UTF-8) | u32 layout CRC (codec.params.layout_crc) |
 varint tensor count | per tensor, in sorted path order: u8 bits, varint step count, float16 steps,
 entropy model (codec.entropy) | the coded stream (all tensors' symbols, same order) to the end of the body.
+The step count is the channel count (one step per output channel); from format version 2 it may also be
+1, one step for the whole tensor (FORMAT.md §6), and a file is written as the lowest version its steps need.
 
 RESIDUAL body (a collection coded as the difference to an earlier one with the same layout, e.g. NIRVANA's
 group k against group k-1): collection name | reference collection name | u32 layout CRC | varint tensor
@@ -38,16 +40,41 @@ class TensorInfo:
     ideal_bits: float      # payload bits under the model in the file (the coder is within ~0.01% of it)
 
 
+# The first format version whose TENSORS entries may hold a single step for a tensor of several channels.
+SINGLE_STEP_VERSION = 2
+NEWEST_VERSION = 2
+
+
+def step_counts(shape: tuple[int, ...], version: int) -> tuple[int, ...]:
+    """Step counts a TENSORS entry of `shape` may store in a file of format `version` (FORMAT.md §6):
+    the channel count, and from version 2 also 1 (one step broadcast over the whole tensor)."""
+    channels = _n_steps(shape)
+    return tuple(dict.fromkeys((channels, 1))) if version >= SINGLE_STEP_VERSION else (channels,)
+
+
+def version_needed(abstract, quantized: dict[str, QuantizedTensor]) -> int:
+    """The lowest format version that holds `quantized` ('collection/path' keys, shapes from `abstract`,
+    {collection: tree}): 2 if some tensor has a single step where its shape has several channels, else 1,
+    so files with per-channel steps only stay version-1 files byte for byte."""
+    shapes = {p: tuple(x.shape) for p, x in flatten(abstract)}
+    single = any(q.steps.size == 1 != _n_steps(shapes[p]) for p, q in quantized.items() if p in shapes)
+    return SINGLE_STEP_VERSION if single else 1
+
+
 def encode_collection(name: str, abstract, quantized: dict[str, QuantizedTensor]) -> bytes:
-    """Body of a TENSORS section for collection `name`; `abstract` gives its paths and shapes."""
+    """Body of a TENSORS section for collection `name`; `abstract` gives its paths and shapes. Each
+    tensor's steps are one per channel or a single one (the latter needs format version 2)."""
     w = ByteWriter()
     w.blob(name.encode())
     w.u32(layout_crc(abstract))
-    paths = [p for p, _ in flatten(abstract)]
-    w.uvarint(len(paths))
+    flat = [(p, tuple(x.shape)) for p, x in flatten(abstract)]
+    w.uvarint(len(flat))
     arrays = []
-    for p in paths:
+    for p, shape in flat:
         q = quantized[p]
+        if q.steps.size not in step_counts(shape, NEWEST_VERSION):
+            raise ValueError(f"{name}/{p}: {q.steps.size} quantization steps for shape {shape}; "
+                             f"a tensor has {_n_steps(shape)} (one per output channel) or 1")
         model = entropy.fit_model(q.symbols, q.kinds)
         w.u8(q.bits)
         w.uvarint(q.steps.size)
@@ -129,7 +156,7 @@ def _ideal_bits(symbols: np.ndarray, model) -> float:
 
 
 def _n_steps(shape: tuple[int, ...]) -> int:
-    """One step per output channel (last axis) for ndim >= 2, one per tensor otherwise."""
+    """The channel count: one step per output channel (last axis) for ndim >= 2, one per tensor otherwise."""
     return shape[-1] if len(shape) >= 2 else 1
 
 
@@ -149,10 +176,11 @@ def _read_layout(r: ByteReader, name: str, abstract) -> list[tuple[str, tuple[in
     return shapes
 
 
-def decode_collection(body: bytes, abstract, budget: entropy.TableBudget | None = None
-                      ) -> tuple[dict[str, QuantizedTensor], list[TensorInfo]]:
+def decode_collection(body: bytes, abstract, budget: entropy.TableBudget | None = None,
+                      version: int = NEWEST_VERSION) -> tuple[dict[str, QuantizedTensor], list[TensorInfo]]:
     """Inverse of `encode_collection`: quantized tensors by path, plus per-tensor info; `budget` bounds
-    the file's entropy tables (FORMAT.md §7.4)."""
+    the file's entropy tables (FORMAT.md §7.4), `version` (the file's format version) the step counts
+    allowed (a version-1 file must have one step per channel)."""
     r = ByteReader(body, "tensors section")
     name = r.blob().decode(errors="replace")
     shapes = _read_layout(r, name, abstract)
@@ -160,8 +188,13 @@ def decode_collection(body: bytes, abstract, budget: entropy.TableBudget | None 
     for p, shape in shapes:
         start = r.pos
         bits, n_steps = r.u8(), r.uvarint()
-        if not 1 <= bits <= 16 or n_steps != _n_steps(shape):
+        if not 1 <= bits <= 16:
             raise FormatError(f"tensor {name}/{p} has invalid quantization side information")
+        allowed = step_counts(shape, version)
+        if n_steps not in allowed:
+            raise FormatError(f"tensor {name}/{p} has invalid quantization side information: {n_steps} "
+                              f"steps, where a version-{version} file allows "
+                              f"{' or '.join(map(str, allowed))}")
         steps = np.frombuffer(r.raw(2 * n_steps), "<f2").astype(np.float16)
         # The sign bit is tested, not `< 0`: -0.0 is refused too, so a zero step has one encoding (FORMAT.md §6).
         if not np.all(np.isfinite(steps)) or np.any(np.signbit(steps)):

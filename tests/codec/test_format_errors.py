@@ -163,13 +163,14 @@ def residual_body(models: list[bytes], name=b"group001", reference=b"group000", 
     return w.getvalue()
 
 
-def pack(model_id: int, *sections: tuple[int, bytes]) -> bytes:
-    return container.pack(model_id, [container.Section(kind, body) for kind, body in sections])
+def pack(model_id: int, *sections: tuple[int, bytes], version: int = 1) -> bytes:
+    return container.pack(model_id, [container.Section(kind, body) for kind, body in sections], version)
 
 
-def nerv_file(head: bytes | None = None, tensors: list[Tensor] | None = None, **body) -> bytes:
+def nerv_file(head: bytes | None = None, tensors: list[Tensor] | None = None, version: int = 1, **body) -> bytes:
     tensors = zero_tensors(NERV_TENSORS) if tensors is None else tensors
-    return pack(NERV_ID, (HEADER, nerv_header() if head is None else head), (TENSORS, tensors_body(tensors, **body)))
+    return pack(NERV_ID, (HEADER, nerv_header() if head is None else head), (TENSORS, tensors_body(tensors, **body)),
+                version=version)
 
 
 def nirvana_file(group0_symbol=0, delta=0, residual=None, head=None) -> bytes:
@@ -179,11 +180,11 @@ def nirvana_file(group0_symbol=0, delta=0, residual=None, head=None) -> bytes:
                 (RESIDUAL, group1))
 
 
-def with_nerv_tensor(i: int, **changes) -> bytes:
-    """The zero NeRV file with tensor i's side information changed."""
+def with_nerv_tensor(i: int, version: int = 1, **changes) -> bytes:
+    """The zero NeRV file (of format `version`) with tensor i's side information changed."""
     tensors = zero_tensors(NERV_TENSORS)
     tensors[i] = dataclasses.replace(tensors[i], **changes)
-    return nerv_file(tensors=tensors)
+    return nerv_file(tensors=tensors, version=version)
 
 
 def refused(data: bytes, *words: str, decode: bool = False, fast: bool = False) -> str:
@@ -233,8 +234,8 @@ GOOD_NERV = nerv_file()
 GOOD_BODY = GOOD_NERV[:-4]
 
 
-def _version_2() -> bytes:
-    body = GOOD_BODY[:4] + b"\x02" + GOOD_BODY[5:]
+def _version(v: int) -> bytes:
+    body = GOOD_BODY[:4] + bytes([v]) + GOOD_BODY[5:]
     return body + zlib.crc32(body).to_bytes(4, "little")
 
 
@@ -256,7 +257,9 @@ ROWS = [
     pytest.param(b"NRV", ["not a .nerva file", "bad magic"], id="fewer than 4 bytes"),
     pytest.param(b"RIFF" + GOOD_NERV[4:], ["not a .nerva file", "bad magic"], id="magic is not NRVA"),
     pytest.param(GOOD_NERV[:10], ["file is truncated"], id="fewer than 11 bytes"),
-    pytest.param(_version_2(), ["unsupported .nerva format version 2"], id="version byte is not 1"),
+    pytest.param(_version(3), ["unsupported .nerva format version 3", "reads versions 1 and 2"],
+                 id="version byte 3"),
+    pytest.param(_version(0), ["unsupported .nerva format version 0"], id="version byte 0"),
     pytest.param(_section_past_crc(), ["file is truncated or corrupted"], id="a section length runs past the CRC"),
     pytest.param(_bad_crc(), ["file is corrupted", "CRC32 checksum mismatch"], id="CRC mismatch"),
     pytest.param(pack(999, (HEADER, nerv_header())), ["file uses model id 999", "does not know"],
@@ -333,6 +336,17 @@ ROWS = [
     pytest.param(with_nerv_tensor(1, steps=f16([0.0] * 8)), ["tensor params/block0/up/conv/kernel",
                                                              "invalid quantization side information"],
                  id="step count is not the channel count"),
+    pytest.param(with_nerv_tensor(1, steps=f16([0.0])), ["tensor params/block0/up/conv/kernel",
+                                                         "invalid quantization side information",
+                                                         "1 steps, where a version-1 file allows 32"],
+                 id="version 1: a single step for a tensor of 32 channels"),
+    pytest.param(with_nerv_tensor(1, version=2, steps=f16([0.0] * 8)),
+                 ["tensor params/block0/up/conv/kernel", "invalid quantization side information",
+                  "8 steps, where a version-2 file allows 32 or 1"],
+                 id="version 2: step count neither 1 nor the channel count"),
+    pytest.param(with_nerv_tensor(0, version=2, steps=f16([0.0] * 2)),
+                 ["tensor params/block0/up/conv/bias", "2 steps, where a version-2 file allows 1"],
+                 id="version 2: two steps for a 1-D tensor"),
     pytest.param(nirvana_file(residual=residual_body([uniform(0, 0)] * 10, bits=0)),
                  ["tensor group001/cells/dense/bias", "invalid quantization side information"],
                  id="RESIDUAL bits 0"),

@@ -1,7 +1,8 @@
 """Writes the golden .nerva files of format version 1 (tests/data/format_v1/) that tests/codec/test_format_golden.py decodes.
 
 Run it explicitly, never from tests: `python tests/data/make_golden.py` writes the files of registered
-models that have none yet; `--overwrite` rewrites every file. Golden files are meant to outlive the
+models that have none yet, and the version-2 files of V2_MODELS (tests/data/format_v2/, checked by
+tests/codec/test_format_v2.py); `--overwrite` rewrites every file. Golden files are meant to outlive the
 encoder that wrote them (a v1 reader must keep decoding them), so do not overwrite existing ones
 unless the v1 format itself was wrong.
 
@@ -27,14 +28,24 @@ import numpy as np
 
 import inr
 from codec import api, container
+from codec.quant import QuantizedTensor, quantize
 
 GOLDEN_DIR = Path(__file__).resolve().parent / f"format_v{container.FORMAT_VERSION}"
 BITS = 6
+# Version 2 (FORMAT.md §6: a tensor may have one step for all its elements): NeRV tiny(), initialised
+# with jax.random.key(0), every conv kernel (rank 4) quantized at 6 bits with ONE step for the whole tensor
+# (codec.quant.quantize of the flattened tensor), every other tensor at 6 bits per channel as in v1; so one
+# file holds both step counts, and its per-channel tensors are those of format_v1/nerv.nerva.
+V2_DIR = Path(__file__).resolve().parent / "format_v2"
+V2_MODELS = ("nerv",)
+V2_RECIPE = (f"tiny(), init jax.random.key(0), {BITS} bits; rank-4 (conv) kernels with one step for the "
+             "whole tensor, every other tensor one step per channel")
 MAX_BYTES = 30_000   # keep the repository small
 
 
-def summarize(data: bytes) -> dict:
-    """What a correct decoder must reproduce from `data`: sizes, hashes, per-tensor dequantized sums."""
+def summarize(data: bytes, recipe: str | None = None) -> dict:
+    """What a correct decoder must reproduce from `data`: sizes, hashes, per-tensor dequantized sums;
+    `recipe` describes how it was made (default: the version-1 recipe of its model)."""
     config, collections, _ = api.parse(data)
     spec = inr.get_by_id(container.unpack(data)[0])
     symbols = hashlib.sha256()
@@ -56,7 +67,7 @@ def summarize(data: bytes) -> dict:
                         "tensors in sorted path order)",
         "config": config.to_dict(),
         "dequantized_sums": sums,
-        "generated_with": {"recipe": f"{spec.name} tiny(), " + (
+        "generated_with": {"recipe": f"{spec.name} " + recipe if recipe else f"{spec.name} tiny(), " + (
                                "2-epoch fit of synthetic_clip(T, H, W), learned steps" if _learns_steps(spec)
                                else f"init jax.random.key(0), {BITS} bits"),
                            "jax": jax.__version__,
@@ -86,13 +97,34 @@ def golden_bytes(name: str) -> bytes:
     return api.compress(config, quantized)
 
 
-def write(name: str) -> Path:
-    data = golden_bytes(name)
+def single_step_quantized(variables) -> dict[str, QuantizedTensor]:
+    """The version-2 recipe's tensors: rank-4 kernels with one step for the whole tensor, the rest per channel."""
+    out = {}
+    for p, x in api.flatten(variables):
+        x = np.asarray(x, np.float32)
+        if x.ndim == 4:
+            q = quantize(x.reshape(-1), BITS)   # a 1-D tensor has one step (FORMAT.md §9)
+            out[p] = QuantizedTensor(q.symbols.reshape(x.shape), q.steps, q.bits)
+        else:
+            out[p] = quantize(x, BITS)
+    return out
+
+
+def golden_v2_bytes(name: str) -> bytes:
+    spec = inr.get(name)
+    config = spec.config_cls.tiny()
+    data = api.compress(config, single_step_quantized(spec.init(config, jax.random.key(0))))
+    assert container.format_version(data) == 2, "the version-2 recipe must need version 2"
+    return data
+
+
+def write(name: str, directory: Path = GOLDEN_DIR, make=golden_bytes, recipe: str | None = None) -> Path:
+    data = make(name)
     if len(data) >= MAX_BYTES:
         raise SystemExit(f"{name}: golden file of {len(data)} bytes exceeds {MAX_BYTES}; shrink its tiny()")
-    path = container.write_atomic(GOLDEN_DIR / f"{name}.nerva", data)
-    summary = json.dumps(summarize(data), indent=1, sort_keys=True) + "\n"
-    container.write_atomic(GOLDEN_DIR / f"{name}.json", summary.encode())
+    path = container.write_atomic(directory / f"{name}.nerva", data)
+    summary = json.dumps(summarize(data, recipe), indent=1, sort_keys=True) + "\n"
+    container.write_atomic(directory / f"{name}.json", summary.encode())
     return path
 
 
@@ -106,6 +138,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: kept {GOLDEN_DIR / name}.nerva (pass --overwrite to rewrite)")
             continue
         path = write(name)
+        print(f"{name}: wrote {path} ({path.stat().st_size} bytes) and its .json")
+    V2_DIR.mkdir(parents=True, exist_ok=True)
+    for name in V2_MODELS:
+        if (V2_DIR / f"{name}.nerva").exists() and not args.overwrite:
+            print(f"{name}: kept {V2_DIR / name}.nerva (pass --overwrite to rewrite)")
+            continue
+        path = write(name, V2_DIR, golden_v2_bytes, V2_RECIPE)
         print(f"{name}: wrote {path} ({path.stat().st_size} bytes) and its .json")
     return 0
 
