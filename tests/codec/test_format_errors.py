@@ -169,8 +169,8 @@ def pack(model_id: int, *sections: tuple[int, bytes], version: int = 1) -> bytes
 
 def nerv_file(head: bytes | None = None, tensors: list[Tensor] | None = None, version: int = 1, **body) -> bytes:
     tensors = zero_tensors(NERV_TENSORS) if tensors is None else tensors
-    return pack(NERV_ID, (HEADER, nerv_header() if head is None else head), (TENSORS, tensors_body(tensors, **body)),
-                version=version)
+    head = nerv_header() if head is None else head
+    return pack(NERV_ID, (HEADER, head), (TENSORS, tensors_body(tensors, **body)), version=version)
 
 
 def nirvana_file(group0_symbol=0, delta=0, residual=None, head=None) -> bytes:

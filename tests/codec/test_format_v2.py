@@ -1,4 +1,4 @@
-"""Format version 2 (codec/FORMAT.md §2, §6): a tensor may store one step for all its elements, and only then is a file v2."""
+"""Format version 2 (codec/FORMAT.md §2, §6): one step for a whole tensor, and a file is v2 only when it has one."""
 
 import hashlib
 import json
@@ -126,7 +126,8 @@ def test_a_hand_made_version_2_file_with_single_steps_decodes_to_its_constant_we
 
 def test_the_version_2_golden_file_relabelled_version_1_is_refused_at_its_first_single_step_tensor():
     data, _ = golden_v2()
-    refused(with_version(data, 1), "tensor params/block0/up/conv/kernel", "1 steps, where a version-1 file allows 32")
+    refused(with_version(data, 1), "tensor params/block0/up/conv/kernel",
+            "1 steps, where a version-1 file allows 32")
 
 
 @pytest.mark.parametrize("version", [0, 3, 255])
@@ -153,7 +154,8 @@ def test_residual_groups_on_a_single_step_reference_round_trip_exactly_as_versio
     quantized, prev = {}, None
     for name in sorted(abstract):
         for p, a in flatten(abstract[name]):
-            base = rng.integers(-40, 41, a.shape) if prev is None else prev[p].symbols + rng.integers(-2, 3, a.shape)
+            moved = rng.integers(-2, 3, a.shape)
+            base = rng.integers(-40, 41, a.shape) if prev is None else prev[p].symbols + moved
             step = np.array([0.004], np.float16) if prev is None else prev[p].steps
             quantized[f"{name}/{p}"] = QuantizedTensor(base.astype(np.int32), step, 8)
         prev = {p[len(name) + 1:]: q for p, q in quantized.items() if p.startswith(name + "/")}
