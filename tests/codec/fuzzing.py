@@ -24,6 +24,7 @@ from codec.bytesio import ByteReader, ByteWriter, FormatError
 from inr.config import field_types
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "format_v1"
+GOLDEN_V2 = GOLDEN.parent / "format_v2"   # version 2: tensors with one step for all their elements
 HEADER, TENSORS, RESIDUAL = 1, 2, 3   # section kinds, FORMAT.md §2
 
 # Per-case bounds the harness asserts. Time is the process's CPU time, so a loaded machine (2 cores
@@ -55,6 +56,7 @@ class Seed:
     model_id: int
     sections: tuple[tuple[int, bytes], ...]
     fields: tuple[Field, ...]
+    version: int = 1   # the preamble's format version, kept by every mutation but change_preamble's
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,12 +171,14 @@ def make_seed(label: str, data: bytes) -> Seed:
     fields = walk_header(0, sections[0][1], cls)
     for i, (kind, body) in enumerate(sections[1:], 1):
         fields += walk_collection(i, kind, body)
-    assert pack(sections, model_id) == data, f"{label}: the walker does not reproduce the file"
-    return Seed(label, data, model_id, tuple(sections), tuple(fields))
+    assert pack(sections, model_id, version=data[4]) == data, f"{label}: the walker does not reproduce it"
+    return Seed(label, data, model_id, tuple(sections), tuple(fields), data[4])
 
 
 def golden_seeds() -> list[Seed]:
-    return [make_seed(f"golden/{p.stem}", p.read_bytes()) for p in sorted(GOLDEN.glob("*.nerva"))]
+    """The golden files of every format version (a version-2 seed: `golden_v2/<model>`)."""
+    return ([make_seed(f"golden/{p.stem}", p.read_bytes()) for p in sorted(GOLDEN.glob("*.nerva"))]
+            + [make_seed(f"golden_v2/{p.stem}", p.read_bytes()) for p in sorted(GOLDEN_V2.glob("*.nerva"))])
 
 
 def fresh_seeds(names=None, bits: int = 4) -> list[Seed]:
@@ -267,7 +271,7 @@ def _replace_field(seed: Seed, field: Field, new: bytes) -> bytes:
     sections = list(seed.sections)
     kind, body = sections[field.section]
     sections[field.section] = (kind, body[:field.offset] + new + body[field.offset + field.size:])
-    return pack(sections, seed.model_id)
+    return pack(sections, seed.model_id, version=seed.version)
 
 
 def mutate_field(seed: Seed, rng: random.Random, only_header: bool = False) -> tuple[str, bytes]:
@@ -300,7 +304,7 @@ def flip_bits_in_section(seed: Seed, rng: random.Random) -> tuple[str, bytes]:
         body[rng.randrange(lo, hi)] ^= 1 << rng.randrange(8)
     sections = list(seed.sections)
     sections[i] = (kind, bytes(body))
-    return "section_bitflip", pack(sections, seed.model_id)
+    return "section_bitflip", pack(sections, seed.model_id, version=seed.version)
 
 
 def overwrite_bytes(seed: Seed, rng: random.Random) -> tuple[str, bytes]:
@@ -319,7 +323,7 @@ def truncate_section(seed: Seed, rng: random.Random) -> tuple[str, bytes]:
     cut = rng.choice([0, 1, rng.randrange(len(body) + 1), len(body) - 1, len(body) - 4])
     sections = list(seed.sections)
     sections[i] = (kind, body[:max(cut, 0)])
-    return "truncate_section", pack(sections, seed.model_id)
+    return "truncate_section", pack(sections, seed.model_id, version=seed.version)
 
 
 def extend_section(seed: Seed, rng: random.Random) -> tuple[str, bytes]:
@@ -328,7 +332,7 @@ def extend_section(seed: Seed, rng: random.Random) -> tuple[str, bytes]:
     tail = rng.choice([b"\x00", b"\x00" * 4, b"\xff" * 4, bytes(rng.randrange(256) for _ in range(9))])
     sections = list(seed.sections)
     sections[i] = (kind, body + tail)
-    return "extend_section", pack(sections, seed.model_id)
+    return "extend_section", pack(sections, seed.model_id, version=seed.version)
 
 
 def inflate_section_length(seed: Seed, rng: random.Random) -> tuple[str, bytes]:
@@ -367,18 +371,18 @@ def rearrange_sections(seed: Seed, rng: random.Random) -> tuple[str, bytes]:
     else:   # a TENSORS body labelled RESIDUAL or the other way round
         kind, body = sections[i]
         sections[i] = ({1: 2, 2: 3, 3: 2}[kind], body)
-    return f"sections:{op}", pack(sections, seed.model_id)
+    return f"sections:{op}", pack(sections, seed.model_id, version=seed.version)
 
 
 def change_preamble(seed: Seed, rng: random.Random) -> tuple[str, bytes]:
     op = rng.choice(["magic", "version", "model_id", "model_id"])
     if op == "magic":
         magic = rng.choice([b"nrva", b"NRVB", b"\x00NRV", b"RIFF"])
-        return "preamble:magic", pack(seed.sections, seed.model_id, magic=magic)
-    if op == "version":
-        return "preamble:version", pack(seed.sections, seed.model_id, version=rng.choice([0, 2, 255]))
+        return "preamble:magic", pack(seed.sections, seed.model_id, magic=magic, version=seed.version)
+    if op == "version":   # 1 <-> 2 relabels a file: a v1 body is a valid v2 body, not the other way round
+        return "preamble:version", pack(seed.sections, seed.model_id, version=rng.choice([0, 1, 2, 3, 255]))
     other = rng.choice([0, 1, 2, 3, 4, 5, 6, 0xFFFF])   # includes the other families' ids
-    return "preamble:model_id", pack(seed.sections, other)
+    return "preamble:model_id", pack(seed.sections, other, version=seed.version)
 
 
 def splice(seed: Seed, rng: random.Random, others: list[Seed]) -> tuple[str, bytes]:
@@ -387,7 +391,7 @@ def splice(seed: Seed, rng: random.Random, others: list[Seed]) -> tuple[str, byt
     i = rng.randrange(len(seed.sections))
     sections = list(seed.sections)
     sections[i] = rng.choice(donor.sections)
-    return "splice", pack(sections, seed.model_id)
+    return "splice", pack(sections, seed.model_id, version=seed.version)
 
 
 def stack(seed: Seed, rng: random.Random) -> tuple[str, bytes]:
