@@ -224,3 +224,27 @@ def file_model(symbols: np.ndarray, params: LaplaceParams) -> EntropyModel:
 def file_bits(symbols: np.ndarray, params: LaplaceParams) -> float:
     """The exact payload bits of integer symbols under `file_model` (codec.entropy's integer table)."""
     return ideal_bits(symbols, file_model(symbols, params))
+
+
+def fit_to_support(symbols: ArrayLike, support: tuple[ArrayLike, ArrayLike], newton_steps: int = 4) -> LaplaceParams:
+    """The params of integer symbols that minimise their code length on the table's `support` (lo, hi).
+
+    `fit`'s θ is the maximum-likelihood value of the untruncated geometric; the file's table renormalises
+    θ^|k| to [lo, hi], whose best θ is larger where the symbols fill their support (nearly uniform
+    symbols: measured 1.5-3 % fewer bits on 6-bit tensors). p0 stays zeros / count, its ML value on any
+    support (the spike is not renormalised). θ's logit takes `newton_steps` Newton steps on the exact code
+    length from `fit`'s value (a convex function of it here); a step that would not lower it is not taken.
+    """
+    k = jnp.asarray(symbols, jnp.float32)
+    start = fit(k)
+
+    def cost(u):
+        return bits(k, LaplaceParams(u, start.p0_logit), support)
+    grad, curvature = jax.grad(cost), jax.grad(jax.grad(cost))
+    u = jnp.clip(start.theta_logit, LOGIT_MIN, LOGIT_MAX)
+    for _ in range(newton_steps):
+        h = curvature(u)
+        step = jnp.where(h > 0, grad(u) / jnp.maximum(h, _TINY), 0.0)
+        candidate = jnp.clip(u - step, LOGIT_MIN, LOGIT_MAX)
+        u = jnp.where(cost(candidate) < cost(u), candidate, u)
+    return LaplaceParams(u, start.p0_logit)

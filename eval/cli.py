@@ -31,6 +31,7 @@ MAX_EPOCHS = 10**5
 MAX_LR = 1.0             # a peak Adam learning rate above 1 only diverges (the presets use 1e-3-3e-2)
 MAX_BPP = 24.0           # raw 8-bit RGB is 24 bits per pixel
 MAX_BATCH = 1024         # frames per step or per forward pass
+MAX_LAMBDA = 1e4         # λ in MSE per bit per pixel: at 1e4 one bit per frame outweighs any distortion
 MAX_CACHE_MB = 1e6       # about 1 TB
 _SHOWN = 40              # characters of a bad value quoted in a message (a 5,000-digit number stays one line)
 _INT = re.compile(r"[+-]?[0-9]{1,30}")   # ASCII digits: int() also takes "١٢", "1_0" and " 1 "
@@ -167,6 +168,9 @@ def add_fit_options(p: argparse.ArgumentParser, model: str = "hnerv", epochs: fl
     p.add_argument("--embed-bits", type=_bits, help="quantization bits of per-frame embeddings (HNeRV's latents; "
                                                     "default: --bits)")
     p.add_argument("--prune", type=_fraction, help="global sparsity, e.g. 0.2 (default 0)")
+    p.add_argument("--lambda", type=_float_in(MAX_LAMBDA), dest="lambda",
+                   help="rate-distortion training: loss = MSE + LAMBDA x estimated bits per pixel, on learned "
+                        "quantization steps (e.g. 0.01-1; default: off, fixed --bits)")
     p.add_argument("--lr", type=_float_in(MAX_LR), help="peak learning rate (default: preset)")
     p.add_argument("--batch", type=_batch, help="frames per step (default 2)")
     p.add_argument("--seed", type=_seed, default=0, help="the run's one random seed (default 0)")

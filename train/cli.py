@@ -37,7 +37,7 @@ KILL_AT_STEP_ENV = "NERVA_TEST_KILL_AT_STEP"
 
 
 # The standard fit options' values when not given (the parser leaves them None: see check_fit_options)
-FIT_DEFAULTS = {"bits": 8, "embed_bits": None, "prune": 0.0, "batch": 2}
+FIT_DEFAULTS = {"bits": 8, "embed_bits": None, "prune": 0.0, "batch": 2, "lambda": 0.0}
 
 
 def check_fit_options(args) -> None:
@@ -50,13 +50,21 @@ def check_fit_options(args) -> None:
             fields = ", ".join(sorted(registry.settable_fields(spec)))
             raise ConfigError(f"{option} does not apply to {spec.name} (its options are model fields, e.g. "
                               f"--model {spec.name}:FIELD=VALUE with FIELD one of {fields})")
+    if getattr(args, "lambda") is not None and args.bpp is not None:
+        raise ConfigError("--bpp with --lambda: a bpp target sizes the model for fixed-bit quantization; "
+                          "with --lambda give --size (and a larger λ for fewer bits)")
+    for name in ("bits", "embed_bits"):   # rate-distortion training learns every tensor's steps
+        if getattr(args, "lambda") is not None and getattr(args, name) is not None:
+            raise ConfigError(f"--{name.replace('_', '-')} does not apply with --lambda: rate-distortion "
+                              "training learns every tensor's quantization step")
     for name, default in FIT_DEFAULTS.items():
         if getattr(args, name) is None:
             setattr(args, name, default)
 
 
 def _train_config(args, model: str, config) -> TrainConfig:
-    return presets.train_config(model, args.epochs, args.lr, args.prune, args.batch, args.seed, config=config)
+    return presets.train_config(model, args.epochs, args.lr, args.prune, args.batch, args.seed, config=config,
+                                rate_weight=getattr(args, "lambda"))
 
 
 def _progress(quiet: bool):

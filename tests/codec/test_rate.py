@@ -298,3 +298,17 @@ def test_estimate_jits_with_traced_support_and_per_row_params():
     expected = sum(float(rate.bits(x[i], rate.LaplaceParams(rows.theta_logit[i, 0], rows.p0_logit[i, 0]),
                                    (int(x.min()), int(x.max())))) for i in range(3))
     assert float(got) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("spread", ["uniform", "laplace"])
+def test_params_fitted_to_the_support_cost_what_the_encoders_own_laplace_fit_costs(spread):
+    # nearly uniform 6-bit symbols (what a short fit leaves) are where the untruncated ML θ is furthest off
+    rng = np.random.default_rng(4)
+    k = (rng.integers(-26, 27, 8000) if spread == "uniform" else np.rint(rng.laplace(0, 6, 8000))).astype(np.int64)
+    support = (int(k.min()), int(k.max()))
+    encoder = entropy.fit_model(k, (entropy.LAPLACE,))          # the encoder's integer ternary search
+    want = entropy.ideal_bits(k, encoder)
+    fitted = float(rate.bits(jnp.asarray(k, jnp.float32), rate.fit_to_support(k, support), support))
+    untruncated = float(rate.bits(jnp.asarray(k, jnp.float32), rate.fit(k), support))
+    assert fitted == pytest.approx(want, rel=2e-3)
+    assert fitted <= untruncated + 1e-3 * want

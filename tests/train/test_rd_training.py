@@ -15,14 +15,18 @@ from train.encode import encode
 from train.schedule import Phase, TrainConfig
 
 
-def test_initial_steps_put_each_channels_range_including_zero_on_255_levels():
-    kernel = np.zeros((2, 3), np.float32)            # 3 output channels
-    kernel[:, 0] = [-1.0, 2.0]                      # range [-1, 2]: step 3/255
-    kernel[:, 1] = [0.25, 0.5]                      # range [0, 0.5] (zero included): step 0.5/255
-    bias = np.array([-0.3, 0.1], np.float32)        # one step per 1-D tensor: range [-0.3, 0.1]
-    steps = rd.initial_steps({"params": {"k": kernel, "b": bias}})
-    np.testing.assert_allclose(np.exp(steps["params/k"]), [3 / 255, 0.5 / 255, rd.MIN_STEP], rtol=1e-6)
-    np.testing.assert_allclose(np.exp(steps["params/b"]), [0.4 / 255], rtol=1e-6)
+def test_initial_steps_span_a_range_including_zero_on_the_6_bit_grid_per_channel_only_for_large_channels():
+    assert rd.INIT_BITS == 6 and rd.PER_CHANNEL_MIN == 128   # 2^6 - 1 = 63 steps span a range
+    large = np.zeros((128, 3), np.float32)          # 3 output channels of 128 weights: a step each
+    large[:2, 0] = [-1.0, 2.0]                      # range [-1, 2]: step 3/63
+    large[:2, 1] = [0.25, 0.5]                      # range [0, 0.5] (zero included): step 0.5/63
+    small = np.zeros((127, 3), np.float32)          # channels of 127 weights: one step for the tensor
+    small[0, :] = [-1.0, 0.5, 0.0]                  # range [-1, 0.5]
+    bias = np.array([-0.3, 0.1], np.float32)        # a 1-D tensor: one step, range [-0.3, 0.1]
+    steps = rd.initial_steps({"params": {"large": large, "small": small, "b": bias}})
+    np.testing.assert_allclose(np.exp(steps["params/large"]), [3 / 63, 0.5 / 63, rd.MIN_STEP], rtol=1e-6)
+    np.testing.assert_allclose(np.exp(steps["params/small"]), [1.5 / 63], rtol=1e-6)
+    np.testing.assert_allclose(np.exp(steps["params/b"]), [0.4 / 63], rtol=1e-6)
 
 
 def test_rounding_mode_puts_weights_exactly_on_the_float16_steps_the_file_stores():
@@ -77,3 +81,40 @@ def test_a_rate_distortion_fit_writes_its_learned_steps_and_the_estimate_is_the_
     payload = sum(info.ideal_bits for _, infos in collections.values() for info in infos)
     estimate = float(rd.bits({p: jnp.asarray(q.symbols, jnp.float32) for p, q in enc.quantized.items()}))
     assert estimate == pytest.approx(payload, rel=0.02)
+
+
+def _clip(tmp_path):
+    from inr.video import write_video
+    path = tmp_path / "clip.mp4"
+    write_video(path, synthetic_clip(4, 32, 48), fps=25)
+    return path
+
+
+@pytest.mark.parametrize("extra, words", [(["--bits", "6"], "--bits does not apply with --lambda"),
+                                          (["--bpp", "0.1"], "--bpp with --lambda"),
+                                          (["--model", "nirvana"], "--lambda does not apply to nirvana")])
+def test_lambda_with_an_option_it_makes_meaningless_is_refused_before_any_work(extra, words, tmp_path, capsys):
+    from eval.cli import main
+    clip = _clip(tmp_path)
+    argv = ["fit", str(clip), "-o", str(tmp_path / "x.nerva"), "--lambda", "0.1", *extra, "--quiet"]
+    if "--bpp" not in extra:
+        argv += ["--size", "6k"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+def test_a_larger_lambda_writes_a_smaller_payload_whose_tensors_use_laplace_tables(tmp_path, capsys):
+    from eval.cli import main
+    clip, payload = _clip(tmp_path), {}
+    for lam in ("0.001", "1"):
+        out = tmp_path / f"x{lam}.nerva"
+        assert main(["fit", str(clip), "-o", str(out), "--model", "nerv", "--size", "6k", "--epochs", "200",
+                     "--lambda", lam, "--seed", "2", "--quiet"]) == 0
+        _, collections, _ = api.parse(out.read_bytes())
+        infos = [info for _, tensor_infos in collections.values() for info in tensor_infos]
+        # a constant tensor codes nothing, with a one-symbol table; every other one uses its LAPLACE table
+        assert {info.model.kind for info in infos if info.model.size > 1} == {entropy.LAPLACE}
+        payload[lam] = sum(info.ideal_bits for info in infos)   # the steps' side bytes do not depend on λ
+    assert payload["1"] < 0.8 * payload["0.001"]
