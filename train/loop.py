@@ -395,7 +395,9 @@ def init_state(spec, config, train: TrainConfig) -> _State:
         config, jax.random.fold_in(key, 1))
     variables, aux = _own_buffers((variables, aux))
     masks = jax.tree.map(jnp.ones_like, variables)
-    return _with_optimizer(train, 0, _State(variables, aux, None, masks, _initial_steps(variables)))
+    # steps only for a schedule that learns them (their shapes must be known from the start: checkpoints)
+    steps = _initial_steps(variables) if any(ph.rd for ph in train.phases) else {}
+    return _with_optimizer(train, 0, _State(variables, aux, None, masks, steps))
 
 
 def _with_optimizer(train: TrainConfig, k: int, state: _State) -> _State:
