@@ -24,7 +24,7 @@ from codec.prune import magnitude_masks
 from codec.quant import fake_quantize
 from inr import registry
 from inr.memory import check_program
-from train import rd
+from train import quantsim, rd
 from train.losses import LOSSES
 from train.schedule import Phase, TrainConfig
 
@@ -179,10 +179,10 @@ def _forward_fn(config, shape: _Shape, policy: QuantPolicy | None) -> Callable:
 
 
 def _on_steps(w, steps):
-    """Straight-through rounding onto learned steps (float16, as the file stores them): forward
-    steps · round(w / steps), gradient the identity."""
+    """Straight-through rounding onto learned steps, float16 as the file stores them (the rounding of
+    train.quantsim.round_ste: forward steps · round(w / steps), gradient the identity)."""
     s = jax.lax.stop_gradient(jnp.asarray(steps, jnp.float32).astype(jnp.float16).astype(jnp.float32))
-    return w + jax.lax.stop_gradient(s * jnp.round(w / s) - w)
+    return s * quantsim.round_ste(w / s)
 
 
 def _policy_key(shape: _Shape, policy: QuantPolicy) -> QuantPolicy | None:
