@@ -143,6 +143,17 @@ def _sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def _bpp_range(text: str) -> tuple[float, float]:
+    m = re.fullmatch(r"\s*([0-9.eE+-]{1,20})\s*:\s*([0-9.eE+-]{1,20})\s*", text)
+    try:
+        lo, hi = (float(m.group(1)), float(m.group(2))) if m else (math.nan, math.nan)
+    except ValueError:
+        lo = hi = math.nan
+    if not (0 < lo < hi <= MAX_BPP):
+        raise argparse.ArgumentTypeError(f"not a bpp range LO:HI with 0 < LO < HI <= {MAX_BPP:g}: {_shown(text)}")
+    return lo, hi
+
+
 # `nerva demo`: the bundled carphone clip, fitted end to end within a few minutes on 2 CPU cores. NeRV, because
 # at equal wall time it beats HNeRV on this CPU (bench/fit.py on carphone at 100k parameters: NeRV 150 epochs
 # 32.05 dB at 0.268 bpp in 327 s, training 63 frames/s, decoding 150 frames/s; HNeRV 60 epochs 30.44 dB at
@@ -233,7 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "a model may set config fields, e.g. hnerv:cam_nodes=30")
     p.add_argument("--points", type=_int_in(1, 100), default=4, help="rate points per codec (default 4)")
     p.add_argument("--sizes", type=_sizes,
-                   help="comma list of INR parameter budgets, instead of --points spread over 0.02-0.5 bpp")
+                   help="comma list of INR parameter budgets, instead of --points spread over --bpp-range")
+    p.add_argument("--bpp-range", type=_bpp_range, metavar="LO:HI",
+                   help="target bpps the INR points spread over, log-uniformly (default 0.02:0.5)")
     p.add_argument("--frames", type=parse_range, help="frame range A:B of the clip")
     p.add_argument("--resize", type=parse_wh, help="resize frames to WxH first")
     p.add_argument("--epochs", type=_float_in(MAX_EPOCHS), default=60, help="INR fitting epochs (default 60)")

@@ -65,19 +65,20 @@ def expand_codecs(names: str) -> list[str]:
 
 
 def inr_points(model: str, geometry: Geometry, n_points: int, bits: int = 8, epochs: float = 60,
-               seed: int = 0, sizes: tuple[int, ...] | None = None) -> list[Point]:
-    """Parameter budgets for `n_points` target bpps spread over BPP_RANGE (log scale), or exactly
+               seed: int = 0, sizes: tuple[int, ...] | None = None,
+               bpp_range: tuple[float, float] = BPP_RANGE) -> list[Point]:
+    """Parameter budgets for `n_points` target bpps spread over `bpp_range` (log scale), or exactly
     `sizes` when given (to compare models at matched sizes).
 
     Budgets below the model's smallest size (e.g. HNeRV's embeddings alone, or a tiny clip) are
     replaced by a log-spaced ladder from the smallest feasible size to the top of the range (at least
-    8× the smallest), so every codec gets `n_points` distinct points.
+    4× the smallest), so every codec gets `n_points` distinct points.
     """
     if sizes is None:
         spec = registry.parse(model)[0]
-        lo, hi = (params_for_bpp(spec, geometry, b, bits) for b in BPP_RANGE)
+        lo, hi = (params_for_bpp(spec, geometry, b, bits) for b in bpp_range)
         smallest = _smallest_size(model, geometry, bits)
-        lo, hi = max(lo, smallest), max(hi, 8 * smallest)
+        lo, hi = max(lo, smallest), max(hi, 4 * smallest)
         sizes = sorted({round(lo * (hi / lo) ** (i / max(n_points - 1, 1))) for i in range(n_points)})
     return [Point(model, f"params={n},bits={bits},epochs={epochs:g},seed={seed}", n_params=n, bits=bits)
             for n in sizes]
@@ -121,26 +122,27 @@ def run_inr(point: Point, frames: np.ndarray, fps: float, clip: str, epochs: flo
 
 
 def plan(codecs: list[str], geometry: Geometry, n_points: int, bits: int = 8, epochs: float = 60,
-         seed: int = 0, sizes: tuple[int, ...] | None = None) -> list[Point]:
+         seed: int = 0, sizes: tuple[int, ...] | None = None,
+         bpp_range: tuple[float, float] = BPP_RANGE) -> list[Point]:
     points = []
     for codec in codecs:
         if codec in baselines.CODECS:
             points += baseline_points(codec, n_points)
         else:
-            points += inr_points(codec, geometry, n_points, bits, epochs, seed, sizes)
+            points += inr_points(codec, geometry, n_points, bits, epochs, seed, sizes, bpp_range)
     return points
 
 
 def sweep(frames: np.ndarray, fps: float, clip: str, codecs: list[str], out: Path, n_points: int = 4,
           epochs: float = 60, seed: int = 0, bits: int = 8, progress=None,
-          sizes: tuple[int, ...] | None = None) -> list[Row]:
+          sizes: tuple[int, ...] | None = None, bpp_range: tuple[float, float] = BPP_RANGE) -> list[Row]:
     """Runs every point not already in `out` (JSON lines), appending one row per point.
 
     Returns all rows of this clip and frame count found in `out` afterwards.
     """
     geometry = Geometry.of(*frames.shape[:3], fps=fps)
     finished = done_keys(out)
-    todo = [p for p in plan(codecs, geometry, n_points, bits, epochs, seed, sizes)
+    todo = [p for p in plan(codecs, geometry, n_points, bits, epochs, seed, sizes, bpp_range)
             if p.key(clip, geometry.frames) not in finished]
     bar = progress(len(todo)) if progress else None
     with tempfile.TemporaryDirectory() as tmp:
@@ -230,7 +232,7 @@ def cmd_rd(args) -> int:
     t = time.perf_counter()
     progress = None if args.quiet else (lambda n: tqdm(total=n, unit="point", dynamic_ncols=True))
     rows = sweep(video.frames, video.fps, clip, codecs, out, args.points, args.epochs, args.seed,
-                 args.bits, progress, args.sizes)
+                 args.bits, progress, args.sizes, args.bpp_range or BPP_RANGE)
     rows = [r for r in rows if r.codec in codecs]
     stem = out.with_suffix("")
     paths = plots.save(rows, stem, f"{clip}: {video.num_frames} frames {video.width}x{video.height}")
