@@ -150,16 +150,16 @@ def train_speed(model: str, config, frames: np.ndarray) -> dict:
     step_flops = xla_flops(step.lower(tree, frames, key, 0).compile())
     s, t = 0, time.perf_counter()
     for _ in range(3):   # warm-up: the first call compiles
-        tree, loss, _ = step(tree, frames, key, s)
-        float(loss)
+        tree, metrics = step(tree, frames, key, s)
+        float(metrics["loss"])
         s, last, t = s + 1, time.perf_counter() - t, time.perf_counter()
     per_round = max(2, math.ceil(ROUND_S / last))
     step_times = []
     for _ in range(ROUNDS):
         t = time.perf_counter()
         for _ in range(per_round):
-            tree, loss, _ = step(tree, frames, key, s)
-            float(loss)   # the fitting loop reads every loss (one step late, as its next step runs)
+            tree, metrics = step(tree, frames, key, s)
+            float(metrics["loss"])   # the fitting loop reads every loss (one step late, as its next step runs)
             s += 1
         step_times.append((time.perf_counter() - t) / per_round)
     step_s = statistics.median(step_times)

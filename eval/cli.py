@@ -179,9 +179,12 @@ def add_fit_options(p: argparse.ArgumentParser, model: str = "hnerv", epochs: fl
     p.add_argument("--embed-bits", type=_bits, help="quantization bits of per-frame embeddings (HNeRV's latents; "
                                                     "default: --bits)")
     p.add_argument("--prune", type=_fraction, help="global sparsity, e.g. 0.2 (default 0)")
+    p.add_argument("--pipeline", choices=("fixed", "rd"),
+                   help="fixed: fit, then quantization-aware fine-tuning at --bits (default); rd: rate-distortion "
+                        "training on learned quantization steps, λ set by --lambda or following --bpp")
     p.add_argument("--lambda", type=_float_in(MAX_LAMBDA), dest="lambda",
-                   help="rate-distortion training: loss = MSE + LAMBDA x estimated bits per pixel, on learned "
-                        "quantization steps (e.g. 0.01-1; default: off, fixed --bits)")
+                   help="rate-distortion training (implies --pipeline rd): loss = MSE + LAMBDA x estimated bits "
+                        "per pixel, on learned quantization steps (e.g. 0.001-1)")
     p.add_argument("--lr", type=_float_in(MAX_LR), help="peak learning rate (default: preset)")
     p.add_argument("--batch", type=_batch, help="frames per step (default 2)")
     p.add_argument("--seed", type=_seed, default=0, help="the run's one random seed (default 0)")

@@ -22,10 +22,12 @@ from eval.results import Row, append_row, done_keys, new_row, read_rows, row_key
 from inr import registry
 from inr.config import Geometry
 from inr.errors import ConfigError
-from train import presets
+from train import presets, rd
 from train.encode import encode, make_config, params_for_bpp
 
 BPP_RANGE = (0.02, 0.5)   # INR points are spread log-uniformly over this range of target bpp
+RD = "+rd"   # a model name with this suffix ('hnerv+rd') sweeps the rate-distortion pipeline: one fit per target
+             # bpp, λ following the target (train.rd.Control), the model sized for it
 GROUPS = {"x264": ("x264-medium", "x264-veryslow"), "x265": ("x265-medium", "x265-veryslow"),
           "av1": ("av1",)}
 
@@ -35,10 +37,11 @@ class Point:
     """One run of a sweep: an INR at a parameter budget and bit depth, or a baseline at a CRF."""
 
     codec: str
-    preset: str          # "params=50000,bits=8,epochs=60,seed=0" or "crf28" (eval.baselines' naming)
+    preset: str          # "params=50000,bits=8,epochs=60,seed=0", "bpp=0.05,epochs=60,seed=0" (RD) or "crf28"
     n_params: int = 0
     bits: int = 8
     crf: int = 0
+    bpp: float = 0.0     # the target of a rate-distortion point (codec 'MODEL+rd')
 
     def key(self, clip: str, frames: int) -> str:
         return row_key(self.codec, clip, frames, self.preset)
@@ -55,8 +58,11 @@ def expand_codecs(names: str) -> list[str]:
             out += GROUPS[name]
         elif name in baselines.CODECS or name in registry.names():
             out.append(name)
-        elif ":" in name:   # a model with config overrides, e.g. hnerv:cam_nodes=30
-            registry.parse(name)
+        elif ":" in name or name.endswith(RD):   # config overrides (hnerv:cam_nodes=30), the RD pipeline
+            spec = registry.parse(name.removesuffix(RD))[0]
+            if name.endswith(RD) and "pipeline" not in spec.fit_options:
+                raise ConfigError(f"{name}: {spec.name} has no rate-distortion pipeline of nerva's (its rate "
+                                  f"is its own); sweep it as {spec.name}")
             out.append(name)
         else:
             raise ConfigError(f"unknown codec {name!r}; choose from {', '.join(registry.names())}, "
@@ -84,6 +90,24 @@ def inr_points(model: str, geometry: Geometry, n_points: int, bits: int = 8, epo
             for n in sizes]
 
 
+def rd_points(model: str, geometry: Geometry, n_points: int, epochs: float = 60, seed: int = 0,
+              bpp_range: tuple[float, float] = BPP_RANGE) -> list[Point]:
+    """Rate-distortion points of `model` ('nerv+rd'): `n_points` target bpps spread over `bpp_range` (log
+    scale), each with the size `nerva fit --pipeline rd --bpp` gives it (at least the family's smallest)."""
+    lo, hi = bpp_range
+    targets = [lo * (hi / lo) ** (i / max(n_points - 1, 1)) for i in range(n_points)]
+    return [Point(model, f"bpp={b:.4g},epochs={epochs:g},seed={seed}", bpp=float(f"{b:.4g}")) for b in targets]
+
+
+def _rd_config(model: str, geometry: Geometry, bpp: float):
+    """The model config of a rate-distortion point: sized for the target, or the smallest there is."""
+    name = model.removesuffix(RD)
+    try:
+        return make_config(name, geometry, bpp=bpp, bits_per_param=rd.CONTROL_BITS_PER_PARAM)
+    except ConfigError:
+        return make_config(name, geometry, n_params=_smallest_size(name, geometry, 8))
+
+
 def _smallest_size(model: str, geometry: Geometry, bits: int) -> int:
     """A parameter budget just above the model's smallest configuration for this geometry."""
     n = 1000
@@ -107,8 +131,13 @@ def run_inr(point: Point, frames: np.ndarray, fps: float, clip: str, epochs: flo
             workdir: Path) -> Row:
     """Fits, writes the .nerva file, decodes the file and measures it."""
     geometry = Geometry.of(*frames.shape[:3], fps=fps)
-    config = make_config(point.codec, geometry, n_params=point.n_params, bits=point.bits)
-    train = presets.train_config(point.codec, epochs, seed=seed, config=config)
+    if point.bpp:
+        config = _rd_config(point.codec, geometry, point.bpp)
+        train = presets.train_config(point.codec.removesuffix(RD), epochs, seed=seed, config=config,
+                                     target_bpp=point.bpp)
+    else:
+        config = make_config(point.codec, geometry, n_params=point.n_params, bits=point.bits)
+        train = presets.train_config(point.codec, epochs, seed=seed, config=config)
     t = time.perf_counter()
     enc = encode(config, frames, train, QuantPolicy(bits=point.bits))
     encode_s = time.perf_counter() - t
@@ -118,7 +147,8 @@ def run_inr(point: Point, frames: np.ndarray, fps: float, clip: str, epochs: flo
                    num_bytes=rep.bytes, quality=rep.quality, encode_s=encode_s, decode_fps=rep.decode_fps,
                    config={"model": config.to_dict(), "train": train.to_dict(), "bits": point.bits,
                            "float_psnr": enc.fit.float_psnr,
-                           "train_fps": enc.fit.train_frames_per_s})
+                           "train_fps": enc.fit.train_frames_per_s,
+                           **({"target_bpp": point.bpp, "lambda": enc.fit.final_lambda} if point.bpp else {})})
 
 
 def plan(codecs: list[str], geometry: Geometry, n_points: int, bits: int = 8, epochs: float = 60,
@@ -128,6 +158,8 @@ def plan(codecs: list[str], geometry: Geometry, n_points: int, bits: int = 8, ep
     for codec in codecs:
         if codec in baselines.CODECS:
             points += baseline_points(codec, n_points)
+        elif codec.endswith(RD):
+            points += rd_points(codec, geometry, n_points, epochs, seed, bpp_range)
         else:
             points += inr_points(codec, geometry, n_points, bits, epochs, seed, sizes, bpp_range)
     return points

@@ -16,7 +16,7 @@ Variables = dict[str, Any]   # {collection name: params pytree}, e.g. {"params":
 
 # The standard fit options (`nerva fit --bits ... --embed-bits ... --prune ... --batch ... --lambda ...`) a
 # family may honour; one it does not honour is refused when given, never ignored.
-FIT_OPTIONS = frozenset({"bits", "embed_bits", "prune", "batch", "lambda"})
+FIT_OPTIONS = frozenset({"bits", "embed_bits", "prune", "batch", "lambda", "pipeline"})
 
 # Which stored tensors global magnitude pruning may touch, as (regex over 'collection/path', prunable)
 # rules, first match wins: weight matrices and kernels of the decoder, not biases, not the output head

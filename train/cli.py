@@ -22,7 +22,7 @@ from inr import registry
 from inr.config import Geometry
 from inr.errors import ConfigError
 from inr.video import Video, bundled_clip, read_video, write_video
-from train import presets
+from train import presets, rd
 from train.checkpoint import Checkpointer
 from train.encode import Diverged, Encoded, encode, make_config, run_id
 from train.loop import Interrupted
@@ -37,12 +37,14 @@ KILL_AT_STEP_ENV = "NERVA_TEST_KILL_AT_STEP"
 
 
 # The standard fit options' values when not given (the parser leaves them None: see check_fit_options)
-FIT_DEFAULTS = {"bits": 8, "embed_bits": None, "prune": 0.0, "batch": 2, "lambda": 0.0}
+FIT_DEFAULTS = {"bits": 8, "embed_bits": None, "prune": 0.0, "batch": 2, "lambda": 0.0, "pipeline": "fixed"}
+PIPELINES = ("fixed", "rd")   # fixed-bit quantization + QAT; rate-distortion training on learned steps (train.rd)
 
 
 def check_fit_options(args) -> None:
     """Refuses, before any work, a standard fit option the model's family does not honour
-    (ModelSpec.fit_options), then fills in the defaults of those not given."""
+    (ModelSpec.fit_options) or that the chosen pipeline makes meaningless, then fills in the defaults of
+    those not given. --lambda implies --pipeline rd."""
     spec = registry.parse(args.model)[0]
     for name in FIT_DEFAULTS:
         if getattr(args, name) is not None and name not in spec.fit_options:
@@ -50,21 +52,38 @@ def check_fit_options(args) -> None:
             fields = ", ".join(sorted(registry.settable_fields(spec)))
             raise ConfigError(f"{option} does not apply to {spec.name} (its options are model fields, e.g. "
                               f"--model {spec.name}:FIELD=VALUE with FIELD one of {fields})")
-    if getattr(args, "lambda") is not None and args.bpp is not None:
-        raise ConfigError("--bpp with --lambda: a bpp target sizes the model for fixed-bit quantization; "
-                          "with --lambda give --size (and a larger λ for fewer bits)")
-    for name in ("bits", "embed_bits"):   # rate-distortion training learns every tensor's steps
-        if getattr(args, "lambda") is not None and getattr(args, name) is not None:
-            raise ConfigError(f"--{name.replace('_', '-')} does not apply with --lambda: rate-distortion "
-                              "training learns every tensor's quantization step")
+    lam = getattr(args, "lambda")
+    if lam is not None and args.pipeline == "fixed":
+        raise ConfigError("--lambda does not apply to --pipeline fixed: the rate term needs learned steps "
+                          "(--pipeline rd)")
+    if lam is not None:
+        args.pipeline = "rd"
+    if args.pipeline == "rd":
+        if lam is not None and args.bpp is not None:
+            raise ConfigError("--bpp with --lambda: a bpp target sets λ by itself during the fit; give one of them")
+        if lam is None and args.bpp is None:
+            raise ConfigError("--pipeline rd needs a target: --bpp B (λ follows it) or --lambda L (with --size)")
+        for name in ("bits", "embed_bits"):   # rate-distortion training learns every tensor's steps
+            if getattr(args, name) is not None:
+                raise ConfigError(f"--{name.replace('_', '-')} does not apply to --pipeline rd: rate-distortion "
+                                  "training learns every tensor's quantization step")
     for name, default in FIT_DEFAULTS.items():
         if getattr(args, name) is None:
             setattr(args, name, default)
 
 
 def _train_config(args, model: str, config) -> TrainConfig:
+    target = args.bpp if args.pipeline == "rd" and args.bpp else 0.0
     return presets.train_config(model, args.epochs, args.lr, args.prune, args.batch, args.seed, config=config,
-                                rate_weight=getattr(args, "lambda"))
+                                rate_weight=getattr(args, "lambda"), target_bpp=target)
+
+
+def make_fit_config(args, geometry: Geometry):
+    """The model config a fit's options ask for: --size, or a size for the --bpp target (under --pipeline
+    rd with room for the rate term: train.rd.CONTROL_BITS_PER_PARAM), or the preset's size."""
+    size = None if args.bpp else (args.size or presets.preset(args.model).size)
+    per_param = rd.CONTROL_BITS_PER_PARAM if args.pipeline == "rd" else None
+    return make_config(args.model, geometry, n_params=size, bpp=args.bpp, bits=args.bits, bits_per_param=per_param)
 
 
 def _progress(quiet: bool):
@@ -160,8 +179,7 @@ def fit_video(video: Video, output: Path, args, checkpoint_every: int = 500, res
     remove_stale_temps(output)
     frames = video.frames
     geometry = Geometry.of(*frames.shape[:3], fps=video.fps)
-    size = None if args.bpp else (args.size or presets.preset(args.model).size)
-    config = make_config(args.model, geometry, n_params=size, bpp=args.bpp, bits=args.bits)
+    config = make_fit_config(args, geometry)
     train = _train_config(args, args.model, config)
     policy = QuantPolicy(bits=args.bits, embed_bits=args.embed_bits, embeddings=registry.parse(args.model)[0].embeddings)
     ckpt_dir = checkpoint_dir(output)
@@ -196,7 +214,7 @@ def summarize(path: Path, source: np.ndarray, enc: Encoded) -> dict:
         "ms_ssim_scales": q.ms_ssim_scales, "float_psnr": enc.fit.float_psnr,
         "params": sum(int(np.prod(x.symbols.shape)) for x in enc.quantized.values()),
         "encode_s": enc.fit.seconds, "train_fps": enc.fit.train_frames_per_s, "decode_fps": rep.decode_fps,
-        "config": rep.config.to_dict(),
+        "lambda": enc.fit.final_lambda, "config": rep.config.to_dict(),
     }
 
 
@@ -204,7 +222,9 @@ def print_summary(row: dict, as_json: bool) -> None:
     fl = f"   float model {row['float_psnr']:.2f} dB" if row["float_psnr"] is not None else ""
     print(f"model    {row['codec']}: {row['params']:,} parameters; {row['frames']} frames "
           f"{row['width']}x{row['height']}")
-    print(f"file     {row['file']}: {row['bytes']:,} bytes, bpp {row['bpp']:.4f}")
+    lam = f"; λ {row['lambda']:.4g}" if row.get("lambda") is not None else ""
+    print(f"file     {row['file']}: {row['bytes']:,} bytes, bpp {row['bpp']:.4f}, "
+          f"{8 * row['bytes'] / max(row['params'], 1):.2f} bits per parameter{lam}")
     print(f"quality  PSNR {row['psnr']:.2f} dB   MS-SSIM {row['ms_ssim']:.4f} "
           f"({row['ms_ssim_scales']} scales){fl}")
     print(f"encode   {row['encode_s']:.1f} s (training {row['train_fps']:.1f} frames/s)")

@@ -13,18 +13,19 @@ import numpy as np
 from codec import api
 from codec.api import QuantPolicy
 from codec.bytesio import FormatError
-from codec.entropy import LAPLACE
 from codec.params import flatten
 from inr import registry, sizing
 from inr.config import Geometry
 from inr.errors import ConfigError, NervaError
+from train import rd
 from train.loop import FitResult, fit
 from train.schedule import TrainConfig
 
-def params_for_bpp(spec, geometry: Geometry, bpp: float, bits: int) -> int:
+def params_for_bpp(spec, geometry: Geometry, bpp: float, bits: int, bits_per_param: float | None = None) -> int:
     """Parameter budget that should give about `bpp` bits per pixel: the family's expected file bits per
-    parameter at `bits` (ModelSpec.bits_per_param), only to size the model before fitting."""
-    return int(bpp * geometry.pixels / spec.bits_per_param(bits))
+    parameter at `bits` (ModelSpec.bits_per_param) or `bits_per_param`, only to size the model before
+    fitting."""
+    return int(bpp * geometry.pixels / (bits_per_param or spec.bits_per_param(bits)))
 
 
 class Diverged(NervaError):
@@ -48,7 +49,7 @@ def run_id(config, train: TrainConfig, policy: QuantPolicy, frames: np.ndarray) 
 
 
 def make_config(model: str, geometry: Geometry, n_params: int | None = None, bpp: float | None = None,
-                bits: int = 8):
+                bits: int = 8, bits_per_param: float | None = None):
     """The registered model's config for this video, sized by parameter count or by target bpp.
 
     `model` is a model string ('hnerv', or with config overrides 'hnerv:cam_nodes=30'; see
@@ -59,7 +60,7 @@ def make_config(model: str, geometry: Geometry, n_params: int | None = None, bpp
     if bpp is not None:
         if bpp <= 0:
             raise ConfigError(f"--bpp must be positive, got {bpp}")
-        n_params = params_for_bpp(spec, geometry, bpp, bits)
+        n_params = params_for_bpp(spec, geometry, bpp, bits, bits_per_param)
         if n_params > sizing.MAX_PARAMS:
             raise ConfigError(f"--bpp {bpp} asks for {n_params:.3g} parameters on this video, more than the "
                               f"{sizing.MAX_PARAMS:,} any model is sized to; ask for a lower bpp")
@@ -84,15 +85,10 @@ def encode(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, 
     result = fit(config, frames, train, policy, **fit_kwargs)
     check_finite(result.variables, result.aux)
     t = time.perf_counter()
-    spec = registry.spec_of(config)
     with np.errstate(over="ignore", invalid="ignore"):   # an overflow is reported below, in one line
-        steps = {**result.steps, **spec.learned_steps(config, result.variables, result.aux)}
-        quantized = api.quantize_variables(result.variables, policy, steps)
         # a tensor trained against the LAPLACE rate estimate (train.rd) is coded with that model: the file
         # spends what training estimated and minimised
-        quantized = {p: dataclasses.replace(q, kinds=(LAPLACE,)) if p in result.steps else q
-                     for p, q in quantized.items()}
-        data = api.compress(config, quantized)
+        quantized, data = rd.file_of(config, result.variables, result.aux, result.steps, policy)
     try:
         api.decompress(data)
     except FormatError as e:

@@ -44,6 +44,12 @@ class FitResult:
     steps: dict = dataclasses.field(default_factory=dict)   # {path: float32 steps} learned by rate-distortion
                                                             # phases, which the file must use ({}: none)
 
+    @property
+    def final_lambda(self) -> float | None:
+        """λ at the end of a rate-distortion fit (the bpp controller's last value, or the fixed rate weight)."""
+        ends = [h["lambda"] for h in self.history if "lambda" in h]
+        return ends[-1] if ends else None
+
 
 @dataclasses.dataclass
 class _State:
@@ -52,14 +58,16 @@ class _State:
     opt_state: Any
     masks: Any
     steps: Any      # {path: log step per channel} of every stored tensor, trained by rate-distortion phases
+    control: Any = dataclasses.field(default_factory=dict)   # the bpp controller (train.rd.Control) of
+                                                             # a schedule with a target bpp, else {}
 
     def tree(self):
         return {"variables": self.variables, "aux": self.aux, "opt": self.opt_state, "masks": self.masks,
-                "steps": self.steps}
+                "steps": self.steps, "control": self.control}
 
     @classmethod
     def of(cls, t):
-        return cls(t["variables"], t["aux"], t["opt"], t["masks"], t["steps"])
+        return cls(t["variables"], t["aux"], t["opt"], t["masks"], t["steps"], t["control"])
 
 
 def _optimizer_of(clip_norm: float, beta1: float, beta2: float) -> optax.GradientTransformation:
@@ -115,6 +123,7 @@ class _Shape:
     rd: str            # "" or a train.rd mode: the stored tensors on their learned steps, and their bits
     train_only: str
     rated: bool
+    controlled: bool   # λ follows a target bpp (train.rd.Control) instead of the phase's fixed rate weight
     span: int          # frames in the phase's range
     batch: int
 
@@ -125,13 +134,14 @@ class _Shape:
         differ only in that flag share their compiled programs. Evaluation of a rate-distortion phase
         rounds as the file will (no noise)."""
         rd_mode = "ste" if evaluating and phase.rd else phase.rd
-        return cls(phase.use_encoder and _has_aux(config), phase.quantize, rd_mode, "", False, 0, 0)
+        return cls(phase.use_encoder and _has_aux(config), phase.quantize, rd_mode, "", False, False, 0, 0)
 
     @classmethod
     def of(cls, config, phase: Phase, train_batch: int, n_frames: int) -> "_Shape":
         start, stop = phase.frame_range(n_frames)
         return dataclasses.replace(cls.forward_of(config, phase), train_only=phase.train_only,
-                                   rated=bool(phase.rate_weight), span=stop - start,
+                                   rated=bool(phase.rate_weight or phase.target_bpp),
+                                   controlled=phase.target_bpp > 0, span=stop - start,
                                    batch=phase.batch_size(train_batch, n_frames))
 
 
@@ -142,13 +152,15 @@ def _has_aux(config) -> bool:
     return bool(jax.tree.leaves(jax.eval_shape(lambda: spec.init_aux(config, jax.random.key(0)))))
 
 
-def _numbers(phase: Phase, n_steps: int, n_frames: int, train_batch: int) -> dict:
-    """The phase's numbers as step arguments (device scalars)."""
+def _numbers(phase: Phase, n_steps: int, n_frames: int, train_batch: int, frame_pixels: int) -> dict:
+    """The phase's numbers as step arguments (device scalars); a target bpp becomes the file's bits."""
+    n_frames_pixels = n_frames * frame_pixels
     start, stop = phase.frame_range(n_frames)
     per_epoch = max((stop - start) // phase.batch_size(train_batch, n_frames), 1)
     return {"lr": jnp.float32(phase.lr), "warm": jnp.int32(max(int(phase.warmup * n_steps), 0)),
             "n_steps": jnp.int32(n_steps), "start": jnp.int32(start), "per_epoch": jnp.int32(per_epoch),
             "rate_weight": jnp.float32(phase.rate_weight), "mse_stop": _mse_stop(phase),
+            "target_bits": jnp.float32(phase.target_bpp * n_frames_pixels),
             "noise_seed": np.uint32(zlib.crc32(phase.name.encode()))}
 
 
@@ -193,7 +205,7 @@ def _policy_key(shape: _Shape, policy: QuantPolicy) -> QuantPolicy | None:
 @functools.lru_cache(maxsize=64)
 def _step_program(config, optimizer: tuple, loss: str, shape: _Shape, policy: QuantPolicy | None):
     """The jitted step: (state tree, batch (B,H,W,3) uint8, its frame indices (B,), local step, numbers) ->
-    (state tree, loss, mse). Memoized on its (hashable) arguments, so repeated phases and fits reuse the
+    (state tree, {loss, mse, bpp (estimated), lambda}). Memoized on its (hashable) arguments, so repeated phases and fits reuse the
     compiled step."""
     tx = _optimizer_of(*optimizer)
     forward = _forward_fn(config, shape, policy)
@@ -207,6 +219,7 @@ def _step_program(config, optimizer: tuple, loss: str, shape: _Shape, policy: Qu
         state = {"variables": tree["variables"], "aux": tree["aux"]}
         if shape.rd:   # the learned steps train with the weights
             state["steps"] = tree["steps"]
+        weight = jnp.exp(tree["control"]["log_lambda"]) if shape.controlled else hp["rate_weight"]
         key = jax.random.fold_in(jax.random.key(hp["noise_seed"]), s)
         progress = s.astype(jnp.float32) / jnp.maximum(hp["n_steps"] - 1, 1).astype(jnp.float32)
 
@@ -215,13 +228,19 @@ def _step_program(config, optimizer: tuple, loss: str, shape: _Shape, policy: Qu
             pred, symbols = forward(full["variables"], full["aux"], idx, target, full.get("steps", tree["steps"]),
                                     key, progress)
             loss = loss_fn(pred, target)
+            bits = measured = jnp.float32(0.0)
             if shape.rated:
-                bits = spec.rate(config, full["variables"], full["aux"], idx) + rd.bits(symbols)
-                loss = loss + hp["rate_weight"] * bits / pixels
-            return loss, jnp.mean((pred - target) ** 2)
+                own = spec.rate(config, full["variables"], full["aux"], idx)
+                bits = measured = own + rd.bits(symbols)
+                loss = loss + weight * bits / pixels
+                if shape.rd == "noise":   # what the file would spend: the rounded symbols' bits, not the noisy
+                    file_symbols = rd.file_symbols(full["variables"], full["steps"])
+                    measured = own + rd.bits(jax.tree.map(jax.lax.stop_gradient, file_symbols))
+            return loss, (jnp.mean((pred - target) ** 2), measured)
 
         tensors = trainable(state, shape.train_only)
-        (loss, mse), grads = jax.value_and_grad(objective, has_aux=True)(tensors)
+        (loss, (mse, bits)), grads = jax.value_and_grad(objective, has_aux=True)(tensors)
+        control = rd.controlled(tree["control"], bits, hp["target_bits"]) if shape.controlled else tree["control"]
         updates, opt = tx.update(grads, tree["opt"], tensors)
         updates = lr_scaled(updates)
         # A step whose (pre-update) batch already reaches the phase's target PSNR changes nothing: the
@@ -233,7 +252,7 @@ def _step_program(config, optimizer: tuple, loss: str, shape: _Shape, policy: Qu
                    for p, x in tensors.items()}
         state = _merged(state, tensors)
         return {"variables": state["variables"], "aux": state["aux"], "opt": opt,
-                "masks": tree["masks"], "steps": state.get("steps", tree["steps"])}, loss, mse
+                "masks": tree["masks"], "steps": state.get("steps", tree["steps"]), "control": control}, {"loss": loss, "mse": mse, "bpp": bits / pixels, "lambda": weight}
     g = config.geometry
     return _Program(jax.jit(step, donate_argnums=0),
                     f"a training step at {g.width}x{g.height} with {shape.batch} frames per step",
@@ -311,11 +330,13 @@ class _Step:
 
 def make_step(config, train: TrainConfig, phase: Phase, n_steps: int, policy: QuantPolicy, n_frames: int) -> _Step:
     """The step of `phase`: (state tree, frames (T,H,W,3) uint8 on the host, key, local step) -> (state
-    tree, loss, mse)."""
+    tree, {loss, mse, bpp, lambda})."""
     shape = _Shape.of(config, phase, train.batch, n_frames)
     program = _step_program(config, (train.clip_norm, train.beta1, train.beta2), train.loss, shape,
                             _policy_key(shape, policy))
-    return _Step(program, _numbers(phase, n_steps, n_frames, train.batch), shape.span, shape.batch)
+    g = config.geometry
+    return _Step(program, _numbers(phase, n_steps, n_frames, train.batch, g.height * g.width), shape.span,
+                 shape.batch)
 
 
 def phase_steps(train: TrainConfig, n_frames: int) -> list[int]:
@@ -361,8 +382,9 @@ def _evaluate(fn, state: "_State", frames: np.ndarray, batch: int = DEFAULT_BATC
     return float(mean_psnr(np.concatenate(out)))
 
 
-def _start_phase(spec, config, train, k: int, state: _State, frames) -> _State:
-    """Phase-start actions: store encoder embeddings after the last encoder phase, prune, new optimizer."""
+def _start_phase(spec, config, train, k: int, state: _State, frames, policy: QuantPolicy) -> _State:
+    """Phase-start actions: store encoder embeddings after the last encoder phase, prune, start the learned
+    steps and the bpp controller, new optimizer."""
     phase = train.phases[k]
     prev_encoder = k > 0 and train.phases[k - 1].use_encoder
     variables, masks = state.variables, state.masks
@@ -376,7 +398,14 @@ def _start_phase(spec, config, train, k: int, state: _State, frames) -> _State:
     steps = state.steps
     if phase.rd and not (k > 0 and train.phases[k - 1].rd):   # the grid starts from the trained weights
         steps = _initial_steps(variables)
-    return _with_optimizer(train, k, _State(variables, aux, None, masks, steps))
+    control = state.control
+    if phase.target_bpp and not (k > 0 and train.phases[k - 1].target_bpp):
+        # λ starts at the slope the fit's distortion suggests; the side information (header, tables,
+        # steps) is what a file of this state spends besides the estimated payload
+        mse = 10.0 ** (-_evaluate(_eval_fn(config, train.phases[max(k - 1, 0)], policy),
+                                  dataclasses.replace(state, variables=variables, aux=aux), frames) / 10.0)
+        control = rd.start_control(config, variables, aux, steps, policy, mse, phase)
+    return _with_optimizer(train, k, _State(variables, aux, None, masks, steps, control))
 
 
 _initial_steps = jax.jit(rd.initial_steps)
@@ -397,7 +426,8 @@ def init_state(spec, config, train: TrainConfig) -> _State:
     masks = jax.tree.map(jnp.ones_like, variables)
     # steps only for a schedule that learns them (their shapes must be known from the start: checkpoints)
     steps = _initial_steps(variables) if any(ph.rd for ph in train.phases) else {}
-    return _with_optimizer(train, 0, _State(variables, aux, None, masks, steps))
+    control = rd.Control.zero() if any(ph.target_bpp for ph in train.phases) else {}
+    return _with_optimizer(train, 0, _State(variables, aux, None, masks, steps, control))
 
 
 def _with_optimizer(train: TrainConfig, k: int, state: _State) -> _State:
@@ -430,16 +460,23 @@ class _Meter:
     """Running means of loss and MSE between progress-bar updates, and the compile-free step timing."""
 
     def __init__(self):
-        self.loss, self.mse, self.n = 0.0, 0.0, 0
+        self.sums, self.n = {}, 0
         self.timed_frames, self.timed_s = 0, 0.0
 
-    def add(self, loss: float, mse: float) -> None:
-        self.loss, self.mse, self.n = self.loss + loss, self.mse + mse, self.n + 1
+    def add(self, metrics: dict) -> None:
+        for k, v in metrics.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        self.n += 1
 
     def row(self, phase: str, step: int) -> dict:
-        row = {"phase": phase, "step": step, "loss": self.loss / self.n,
-               "psnr": -10 * math.log10(max(self.mse / self.n, 1e-12))}
-        self.loss, self.mse, self.n = 0.0, 0.0, 0
+        """The interval's means: loss, PSNR of the mean MSE, and for a rated phase its estimated bpp (of
+        the stored tensors) and λ."""
+        mean = {k: v / self.n for k, v in self.sums.items()}
+        row = {"phase": phase, "step": step, "loss": mean["loss"],
+               "psnr": -10 * math.log10(max(mean["mse"], 1e-12))}
+        if mean.get("bpp", 0.0) > 0:
+            row.update(bpp_estimate=mean["bpp"], lambda_mean=mean["lambda"])
+        self.sums, self.n = {}, 0
         return row
 
 
@@ -484,11 +521,12 @@ def _run_phase(step, tree, frames, key, steps: range, done: int, phase: Phase, r
     pending, reached, meter = collections.deque(), False, run.meter
     for s in steps:
         ts = time.perf_counter()
-        tree, loss, mse = step(tree, frames, key, s)
-        pending.append((s, loss, mse))
+        tree, metrics = step(tree, frames, key, s)
+        pending.append((s, metrics))
         while len(pending) > lag or (pending and s == steps[-1]):
-            ps, loss, mse = pending.popleft()
-            meter.add(float(loss), float(mse))
+            ps, metrics = pending.popleft()
+            mse = metrics["mse"]
+            meter.add(metrics)
             reached = float(mse) <= mse_stop
             skip = steps[-1] - ps if reached else 0
             done += 1 + skip
@@ -549,7 +587,7 @@ def fit(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, *, 
         if done >= starts[k + 1]:
             continue
         if done <= starts[k]:
-            state = _start_phase(spec, config, train, k, state, frames)
+            state = _start_phase(spec, config, train, k, state, frames, policy)
         step = make_step(config, train, phase, steps[k], policy, frames.shape[0])
         tree, done = _run_phase(step, state.tree(), frames, jax.random.fold_in(shuffle_key, k),
                                 range(done - starts[k], steps[k]), done, phase, run,
@@ -558,7 +596,9 @@ def fit(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, *, 
         start, stop_frame = phase.frame_range(frames.shape[0])
         end_psnr = _evaluate(_eval_fn(config, phase, policy), state, frames,
                              start=start, stop=stop_frame)
-        run.history.append({"phase": phase.name, "step": done, "phase_end_psnr": end_psnr})
+        run.history.append({"phase": phase.name, "step": done, "phase_end_psnr": end_psnr,
+                            **({"lambda": float(jnp.exp(state.control["log_lambda"]))} if phase.target_bpp
+                               else {"lambda": phase.rate_weight} if phase.rate_weight else {})})
         if not (phase.quantize or phase.rd):
             float_psnr = end_psnr
     if bar:

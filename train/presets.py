@@ -27,14 +27,14 @@ def preset(model: str) -> Preset:
 
 def train_config(model: str, epochs: float | None = None, lr: float | None = None, prune: float = 0.0,
                  batch: int = 2, seed: int = 0, qat_epochs: float | None = None, *, config,
-                 rate_weight: float = 0.0) -> TrainConfig:
+                 rate_weight: float = 0.0, target_bpp: float = 0.0) -> TrainConfig:
     """The standard fit -> prune -> QAT schedule with `model`'s preset (lr, β1, loss, epochs) filled in, as
     the family's `ModelSpec.schedule` rewrites it for the sized `config` (NIRVANA: a phase per group of
     frames, which prunes nothing; its fit options are refused before this, train.cli.check_fit_options)."""
     p = preset(model)
     spec = registry.parse(model)[0]
     train = standard(epochs or p.epochs, lr=lr or p.lr, prune=prune, qat_epochs=qat_epochs, batch=batch,
-                     seed=seed, loss=p.loss, rate_weight=rate_weight)
+                     seed=seed, loss=p.loss, rate_weight=rate_weight, target_bpp=target_bpp)
     phases = family_phases(spec, config, train.phases, epochs or p.epochs, lr or p.lr)
     return dataclasses.replace(train, phases=phases, beta1=p.beta1)
 

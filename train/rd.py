@@ -14,14 +14,17 @@ is the table the encoder can write for those symbols.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
 import jax.numpy as jnp
 
-from codec import rate
+from codec import api, rate
+from codec.entropy import LAPLACE
 from codec.params import flatten, unflatten
 from codec.quant import channel_axes
+from inr import registry
 from train import quantsim
 
 MODES = ("noise", "ste")
@@ -33,6 +36,17 @@ MIN_STEP = 1e-6
 # on 32 carphone frames (NeRV 30k, whose channels hold 72-80 weights): one step per tensor everywhere saves
 # ~1.8 KB of ~10 KB files. 128 follows the issue's suggestion for larger channels (not yet measured).
 PER_CHANNEL_MIN = 128   # a channel of zeros gets this step (its symbols are 0 whatever the step)
+# --bpp under rate-distortion training sizes the model for this many file bits per parameter: the rate term
+# then has room to trade (a fit at a fixed λ spends ~1.7 bits per parameter on 32 carphone frames at λ 0.03,
+# against 6.8 for fit + QAT at 6 bits), and the bpp controller (Control) lands the file on the target
+CONTROL_BITS_PER_PARAM = 3.0
+# λ starts at CONTROL_START · MSE / bpp. Measured on carphone (NeRV 51k parameters, 0.05 bpp, 30 epochs): the
+# controller settles near MSE / bpp / 20, and starting at MSE / bpp crushed the rate to half the target in the
+# first 100 steps, which the rest of the fit spent recovering; a start below the target's λ costs nothing
+CONTROL_START = 0.05
+CONTROL_GAIN = 0.02       # log λ moves by this times the log ratio of estimated to target payload, per step
+CONTROL_MAX_MOVE = 1.0    # ... the log ratio clipped to ±1: one step changes λ by at most 2 %
+LAMBDA_RANGE = (1e-7, 1e4)   # λ stays in this range (the upper end is --lambda's limit)
 
 
 def initial_steps(variables) -> dict:
@@ -81,6 +95,11 @@ def quantized(variables, log_steps: dict, mode: str, key, progress, anneal: quan
     return unflatten(variables, out), symbols
 
 
+def file_symbols(variables, log_steps: dict) -> dict:
+    """{path: round(w / step)}: the symbols a file of these weights on these steps holds."""
+    return {p: jnp.round(w / _file_step(log_steps[p])) for p, w in flatten(variables)}
+
+
 def bits(symbols: dict) -> jax.Array:
     """Estimated payload bits of every tensor's symbols under its own LAPLACE model."""
     total = jnp.float32(0.0)
@@ -92,3 +111,50 @@ def bits(symbols: dict) -> jax.Array:
         params = jax.tree.map(jax.lax.stop_gradient, rate.fit_to_support(k, support))
         total = total + rate.bits(q, params, support=support)
     return total
+
+
+def file_of(config, variables, aux, rd_steps: dict, policy):
+    """({path: QuantizedTensor}, file bytes) of a fitted state: tensors with rate-distortion steps
+    (`rd_steps`, float32 as steps_of gives them) are coded with the LAPLACE model their rate was estimated
+    with, tensors whose steps the family learned (ModelSpec.learned_steps) on those, the rest at the
+    policy's bits."""
+    spec = registry.spec_of(config)
+    steps = {**rd_steps, **spec.learned_steps(config, variables, aux)}
+    quantized = api.quantize_variables(variables, policy, steps)
+    quantized = {p: dataclasses.replace(q, kinds=(LAPLACE,)) if p in rd_steps else q for p, q in quantized.items()}
+    return quantized, api.compress(config, quantized)
+
+
+class Control:
+    """The bpp controller's state, a pytree checkpointed with the fit: log λ and the file's side bits
+    (header, entropy tables, steps), which the target leaves out of the payload the rate term steers.
+
+    Each step moves log λ by CONTROL_GAIN · log(estimated payload bits / target payload bits): an integral
+    controller on the log rate, so λ grows while the estimate is over the target and shrinks while under.
+    The estimate it follows is always that of the rounded symbols (in the noisy phase too, whose own
+    estimate is ~15 % below what rounding then spends), the file's payload within 2 %, so a fit whose last
+    steps sit on the target writes a file on it."""
+
+    @staticmethod
+    def zero() -> dict:
+        return {"log_lambda": jnp.float32(0.0), "side_bits": jnp.float32(0.0)}
+
+
+def start_control(config, variables, aux, log_steps: dict, policy, mse: float, phase) -> dict:
+    """The controller at the start of the first phase with a target bpp: λ from the phase's rate weight,
+    or (0) CONTROL_START · MSE / bpp; the side bits from a file of this state."""
+    _, symbols = quantized(variables, log_steps, "ste", jax.random.key(0), 1.0, ANNEAL)
+    _, data = file_of(config, variables, aux, steps_of(log_steps), policy)
+    side_bits = max(8.0 * len(data) - float(bits(symbols)), 0.0)
+    weight = phase.rate_weight if phase.rate_weight > 0 else CONTROL_START * mse / phase.target_bpp
+    weight = min(max(weight, LAMBDA_RANGE[0]), LAMBDA_RANGE[1])
+    return {"log_lambda": jnp.float32(math.log(weight)), "side_bits": jnp.float32(side_bits)}
+
+
+def controlled(control: dict, estimate, target_bits) -> dict:
+    """One controller step (inside the jitted training step) from this step's estimated payload bits."""
+    payload = jnp.maximum(target_bits - control["side_bits"], 1.0)
+    error = jnp.log(jnp.maximum(jax.lax.stop_gradient(estimate), 1.0)) - jnp.log(payload)
+    log_lambda = control["log_lambda"] + CONTROL_GAIN * jnp.clip(error, -CONTROL_MAX_MOVE, CONTROL_MAX_MOVE)
+    lo, hi = (math.log(x) for x in LAMBDA_RANGE)
+    return {"log_lambda": jnp.clip(log_lambda, lo, hi), "side_bits": control["side_bits"]}

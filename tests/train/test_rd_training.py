@@ -90,13 +90,19 @@ def _clip(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("extra, words", [(["--bits", "6"], "--bits does not apply with --lambda"),
-                                          (["--bpp", "0.1"], "--bpp with --lambda"),
-                                          (["--model", "nirvana"], "--lambda does not apply to nirvana")])
-def test_lambda_with_an_option_it_makes_meaningless_is_refused_before_any_work(extra, words, tmp_path, capsys):
+@pytest.mark.parametrize("extra, words", [
+    (["--lambda", "0.1", "--bits", "6"], "--bits does not apply to --pipeline rd"),
+    (["--pipeline", "rd", "--bpp", "0.1", "--embed-bits", "6", "--model", "hnerv"],
+     "--embed-bits does not apply to --pipeline rd"),
+    (["--lambda", "0.1", "--bpp", "0.1"], "--bpp with --lambda"),
+    (["--lambda", "0.1", "--pipeline", "fixed"], "--lambda does not apply to --pipeline fixed"),
+    (["--pipeline", "rd"], "--pipeline rd needs a target"),
+    (["--lambda", "0.1", "--model", "nirvana"], "--lambda does not apply to nirvana"),
+    (["--pipeline", "rd", "--bpp", "0.1", "--model", "nirvana"], "--pipeline does not apply to nirvana")])
+def test_a_rate_distortion_option_it_makes_meaningless_is_refused_before_any_work(extra, words, tmp_path, capsys):
     from eval.cli import main
     clip = _clip(tmp_path)
-    argv = ["fit", str(clip), "-o", str(tmp_path / "x.nerva"), "--lambda", "0.1", *extra, "--quiet"]
+    argv = ["fit", str(clip), "-o", str(tmp_path / "x.nerva"), *extra, "--quiet"]
     if "--bpp" not in extra:
         argv += ["--size", "6k"]
     assert main(argv) == 2
@@ -118,3 +124,52 @@ def test_a_larger_lambda_writes_a_smaller_payload_whose_tensors_use_laplace_tabl
         assert {info.model.kind for info in infos if info.model.size > 1} == {entropy.LAPLACE}
         payload[lam] = sum(info.ideal_bits for info in infos)   # the steps' side bytes do not depend on λ
     assert payload["1"] < 0.8 * payload["0.001"]
+
+
+def test_the_controller_moves_log_lambda_by_its_gain_times_the_clipped_log_ratio_of_estimate_to_target():
+    assert rd.CONTROL_GAIN == 0.02 and rd.CONTROL_MAX_MOVE == 1.0
+    control = {"log_lambda": jnp.float32(np.log(0.1)), "side_bits": jnp.float32(1000.0)}
+    target = jnp.float32(11000.0)   # the file's bits: 10,000 of payload beside 1,000 side bits
+
+    def moved(estimate):
+        return float(rd.controlled(control, jnp.float32(estimate), target)["log_lambda"]) - np.log(0.1)
+    assert moved(20000.0) == pytest.approx(0.02 * np.log(2.0), abs=1e-6)    # twice the payload: λ grows
+    assert moved(5000.0) == pytest.approx(-0.02 * np.log(2.0), abs=1e-6)    # half: λ shrinks as much
+    assert moved(10000.0) == pytest.approx(0.0, abs=1e-6)                   # on target: unchanged
+    assert moved(10000.0 * np.e ** 3) == pytest.approx(0.02, abs=1e-6)      # log ratio 3 clipped to 1
+    top = {**control, "log_lambda": jnp.float32(np.log(rd.LAMBDA_RANGE[1]))}
+    assert float(rd.controlled(top, jnp.float32(1e9), target)["log_lambda"]) == pytest.approx(
+        np.log(rd.LAMBDA_RANGE[1]), rel=1e-6)
+    assert float(rd.controlled(control, jnp.float32(1e9), target)["side_bits"]) == 1000.0
+
+
+def test_the_controller_starts_at_mse_over_bpp_with_the_side_bits_a_file_of_the_state_spends_beyond_its_payload():
+    spec = inr.get("nerv")
+    config = spec.config_cls.tiny()
+    variables = spec.init(config, jax.random.key(0))
+    log_steps = rd.initial_steps(variables)
+    control = rd.start_control(config, variables, None, log_steps, QuantPolicy(), 0.01, Phase(
+        "rd", 1, 1e-3, rd="noise", target_bpp=0.5))
+    assert rd.CONTROL_START == 0.05
+    assert float(jnp.exp(control["log_lambda"])) == pytest.approx(0.05 * 0.01 / 0.5, rel=1e-5)
+    _, data = rd.file_of(config, variables, None, rd.steps_of(log_steps), QuantPolicy())
+    _, collections, _ = api.parse(data)
+    payload = sum(info.ideal_bits for _, infos in collections.values() for info in infos)
+    side = 8 * len(data) - payload   # header, tables, steps and the coder's flush, from the parsed file
+    assert 0 < side < 8 * len(data)
+    assert float(control["side_bits"]) == pytest.approx(side, abs=0.006 * payload)
+    given = rd.start_control(config, variables, None, log_steps, QuantPolicy(), 0.01, Phase(
+        "rd", 1, 1e-3, rd="noise", target_bpp=0.5, rate_weight=0.3))
+    assert float(jnp.exp(given["log_lambda"])) == pytest.approx(0.3, rel=1e-5)
+
+
+def test_a_bpp_target_makes_a_rate_distortion_schedule_of_the_same_epochs_as_fit_plus_qat():
+    from train.schedule import RD_SHARES, standard
+    fixed = standard(30, lr=2e-3)
+    target = standard(30, lr=2e-3, target_bpp=0.1)
+    assert [p.name for p in fixed.phases] == ["fit", "qat"] and fixed.total_epochs == 33
+    assert [p.name for p in target.phases] == ["fit", "rd", "ste"]
+    assert [p.epochs for p in target.phases] == pytest.approx([33 * s for s in RD_SHARES])
+    assert [p.target_bpp for p in target.phases] == [0.0, 0.1, 0.1] and target.total_epochs == pytest.approx(33)
+    with pytest.raises(ValueError, match="needs a rate-distortion phase"):
+        Phase("fit", 1, 1e-3, target_bpp=0.1)
