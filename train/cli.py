@@ -214,7 +214,7 @@ def summarize(path: Path, source: np.ndarray, enc: Encoded) -> dict:
         "ms_ssim_scales": q.ms_ssim_scales, "float_psnr": enc.fit.float_psnr,
         "params": sum(int(np.prod(x.symbols.shape)) for x in enc.quantized.values()),
         "encode_s": enc.fit.seconds, "train_fps": enc.fit.train_frames_per_s, "decode_fps": rep.decode_fps,
-        "lambda": enc.fit.final_lambda, "config": rep.config.to_dict(),
+        "lambda": enc.fit.final_lambda, "step_scale": enc.fit.step_scale, "config": rep.config.to_dict(),
     }
 
 
@@ -223,6 +223,8 @@ def print_summary(row: dict, as_json: bool) -> None:
     print(f"model    {row['codec']}: {row['params']:,} parameters; {row['frames']} frames "
           f"{row['width']}x{row['height']}")
     lam = f"; λ {row['lambda']:.4g}" if row.get("lambda") is not None else ""
+    if row.get("step_scale", 1.0) != 1.0:
+        lam += f", steps x{row['step_scale']:.3f} to land on the target"
     print(f"file     {row['file']}: {row['bytes']:,} bytes, bpp {row['bpp']:.4f}, "
           f"{8 * row['bytes'] / max(row['params'], 1):.2f} bits per parameter{lam}")
     print(f"quality  PSNR {row['psnr']:.2f} dB   MS-SSIM {row['ms_ssim']:.4f} "

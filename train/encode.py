@@ -28,6 +28,41 @@ def params_for_bpp(spec, geometry: Geometry, bpp: float, bits: int, bits_per_par
     return int(bpp * geometry.pixels / (bits_per_param or spec.bits_per_param(bits)))
 
 
+# A fit with a target bpp whose file misses it by more than LANDING_TOLERANCE (the controller lags the rate
+# at the end of the fit, when the learning rate is low) scales every learned step by one factor, found by
+# bisection on the real file's size, so that the file lands on the target
+LANDING_TOLERANCE = 0.01
+LANDING_RANGE = (0.25, 4.0)   # the factor's search range
+LANDING_ITERATIONS = 14       # bisection steps on log(factor): 14 narrow a 16x range to 0.02 %
+
+
+def _landed(config, result: FitResult, policy: QuantPolicy, target_bits: float, first):
+    """(quantized, file bytes, factor) of the fit's file with every rate-distortion step times the factor
+    whose file is nearest the target's bits (1.0 where the file is within LANDING_TOLERANCE already).
+    Coarser steps make fewer bits, so the file's size falls with the factor; the search keeps the nearest
+    file it tried."""
+    def file_at(factor: float):
+        steps = {p: np.asarray(s, np.float32) * np.float32(factor) for p, s in result.steps.items()}
+        return rd.file_of(config, result.variables, result.aux, steps, policy)
+
+    def miss(data: bytes) -> float:
+        return abs(8 * len(data) - target_bits) / target_bits
+    best = (*first, 1.0)
+    if miss(first[1]) <= LANDING_TOLERANCE:
+        return best
+    lo, hi = np.log(LANDING_RANGE[0]), np.log(LANDING_RANGE[1])
+    for _ in range(LANDING_ITERATIONS):
+        mid = (lo + hi) / 2
+        quantized, data = file_at(float(np.exp(mid)))
+        if miss(data) < miss(best[1]):
+            best = (quantized, data, float(np.exp(mid)))
+        if 8 * len(data) > target_bits:
+            lo = mid     # too many bits: coarser steps
+        else:
+            hi = mid
+    return best
+
+
 class Diverged(NervaError):
     """The fit ended with non-finite weights: nothing worth writing or resuming."""
 
@@ -89,6 +124,10 @@ def encode(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, 
         # a tensor trained against the LAPLACE rate estimate (train.rd) is coded with that model: the file
         # spends what training estimated and minimised
         quantized, data = rd.file_of(config, result.variables, result.aux, result.steps, policy)
+        target = max((p.target_bpp for p in train.phases), default=0.0)
+        if target and result.steps:
+            quantized, data, result.step_scale = _landed(config, result, policy, target * config.geometry.pixels,
+                                                         (quantized, data))
     try:
         api.decompress(data)
     except FormatError as e:

@@ -43,6 +43,7 @@ class FitResult:
     aux: Any = None                # encode-time state after the last phase (learned steps, encoders)
     steps: dict = dataclasses.field(default_factory=dict)   # {path: float32 steps} learned by rate-distortion
                                                             # phases, which the file must use ({}: none)
+    step_scale: float = 1.0        # the factor train.encode scaled those steps by to land on a target bpp
 
     @property
     def final_lambda(self) -> float | None:
