@@ -32,8 +32,8 @@ def params_for_bpp(spec, geometry: Geometry, bpp: float, bits: int, bits_per_par
 # at the end of the fit, when the learning rate is low) scales every learned step by one factor, found by
 # bisection on the real file's size, so that the file lands on the target
 LANDING_TOLERANCE = 0.01
-LANDING_RANGE = (0.25, 4.0)   # the factor's search range
-LANDING_ITERATIONS = 14       # bisection steps on log(factor): 14 narrow a 16x range to 0.02 %
+LANDING_RANGE = (1 / 16, 16.0)   # the factor's search range
+LANDING_ITERATIONS = 16          # bisection steps on log(factor): 16 narrow a 256x range to 0.01 %
 
 
 def _landed(config, result: FitResult, policy: QuantPolicy, target_bits: float, first):

@@ -127,20 +127,22 @@ def test_a_larger_lambda_writes_a_smaller_payload_whose_tensors_use_laplace_tabl
 
 
 def test_the_controller_moves_log_lambda_by_its_gain_times_the_clipped_log_ratio_of_estimate_to_target():
-    assert rd.CONTROL_GAIN == 0.02 and rd.CONTROL_MAX_MOVE == 1.0
+    assert rd.CONTROL_GAIN == 0.02 and rd.CONTROL_MAX_MOVE == 1.0 and rd.CONTROL_TRAVEL == 8.0
     control = {"log_lambda": jnp.float32(np.log(0.1)), "side_bits": jnp.float32(1000.0)}
     target = jnp.float32(11000.0)   # the file's bits: 10,000 of payload beside 1,000 side bits
 
     def moved(estimate):
-        return float(rd.controlled(control, jnp.float32(estimate), target)["log_lambda"]) - np.log(0.1)
+        return float(rd.controlled(control, jnp.float32(estimate), target, 1000)["log_lambda"]) - np.log(0.1)
     assert moved(20000.0) == pytest.approx(0.02 * np.log(2.0), abs=1e-6)    # twice the payload: λ grows
     assert moved(5000.0) == pytest.approx(-0.02 * np.log(2.0), abs=1e-6)    # half: λ shrinks as much
     assert moved(10000.0) == pytest.approx(0.0, abs=1e-6)                   # on target: unchanged
     assert moved(10000.0 * np.e ** 3) == pytest.approx(0.02, abs=1e-6)      # log ratio 3 clipped to 1
     top = {**control, "log_lambda": jnp.float32(np.log(rd.LAMBDA_RANGE[1]))}
-    assert float(rd.controlled(top, jnp.float32(1e9), target)["log_lambda"]) == pytest.approx(
+    assert float(rd.controlled(top, jnp.float32(1e9), target, 1000)["log_lambda"]) == pytest.approx(
         np.log(rd.LAMBDA_RANGE[1]), rel=1e-6)
-    assert float(rd.controlled(control, jnp.float32(1e9), target)["side_bits"]) == 1000.0
+    assert float(rd.controlled(control, jnp.float32(1e9), target, 1000)["side_bits"]) == 1000.0
+    short = rd.controlled(control, jnp.float32(20000.0), target, 100)   # 100 steps: gain 8 / 100
+    assert float(short["log_lambda"]) - np.log(0.1) == pytest.approx(0.08 * np.log(2.0), abs=1e-6)
 
 
 def test_the_controller_starts_at_mse_over_bpp_with_the_side_bits_a_file_of_the_state_spends_beyond_its_payload():
@@ -173,3 +175,17 @@ def test_a_bpp_target_makes_a_rate_distortion_schedule_of_the_same_epochs_as_fit
     assert [p.target_bpp for p in target.phases] == [0.0, 0.1, 0.1] and target.total_epochs == pytest.approx(33)
     with pytest.raises(ValueError, match="needs a rate-distortion phase"):
         Phase("fit", 1, 1e-3, target_bpp=0.1)
+
+
+def test_a_bpp_target_under_the_rd_pipeline_lands_within_5_percent_on_the_written_file(tmp_path, capsys):
+    import json
+
+    from eval.cli import main
+    clip, pixels = _clip(tmp_path), 4 * 32 * 48
+    for target in (3.0, 5.0):   # 6,144 and 10,240 parameters at train.rd.CONTROL_BITS_PER_PARAM = 3
+        out = tmp_path / f"x{target}.nerva"
+        assert main(["fit", str(clip), "-o", str(out), "--model", "nerv", "--pipeline", "rd", "--bpp", str(target),
+                     "--epochs", "20", "--seed", "2", "--quiet", "--json"]) == 0
+        row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert 8 * out.stat().st_size / pixels == pytest.approx(target, rel=0.05)   # from the file's length
+        assert row["lambda"] > 0 and row["params"] <= target * pixels / 3   # sized for 3 bits per parameter
