@@ -202,6 +202,46 @@ def nirvana() -> str:
                      "commit", "measured (UTC)"], out)
 
 
+RD_ENGINE = [("carphone", "rd_engine_carphone.jsonl"), ("bigbuckbunny 320×180", "rd_engine_bigbuckbunny.jsonl")]
+ANCHOR = "x265-medium"
+
+
+def _bd(anchor: list[dict], test: list[dict]) -> str:
+    """BD-rate (PSNR, bpp from the file) of `test` against `anchor`, or why there is none."""
+    from eval.bdrate import bd_rate
+    if len(anchor) < 2 or len(test) < 2:
+        return "—"
+    try:
+        value = bd_rate([r["bpp"] for r in anchor], [r["psnr"] for r in anchor],
+                        [r["bpp"] for r in test], [r["psnr"] for r in test])
+    except ValueError:
+        return "n/a"
+    return f"{value:+.1f} %".replace("-", "−")
+
+
+@table
+def rd_engine() -> str:
+    """bench/README: issue 14's comparison per family and clip: the rate-distortion pipeline (codec MODEL+rd)
+    against fit + QAT at 6 bits (MODEL) at the same epochs, both against x265-medium, and the ratio of
+    their encode times summed over the points; from results/rd_engine_<clip>.jsonl (`nerva rd`)."""
+    out = []
+    for clip, name in RD_ENGINE:
+        if not (RESULTS / name).exists():
+            continue
+        groups: dict[str, list[dict]] = {}
+        for r in by_key(name).values():
+            groups.setdefault(r["codec"], []).append(r)
+        anchor = groups.get(ANCHOR, [])
+        for model in sorted(c for c in groups if c != ANCHOR and not c.endswith("+rd")):
+            old, new = groups[model], groups.get(model + "+rd", [])
+            ratio = (f"{sum(r['encode_s'] for r in new) / sum(r['encode_s'] for r in old):.2f}"
+                     if len(new) == len(old) and new else "—")
+            out.append([clip, model, f"{len(old)} / {len(new)}", _bd(old, new), _bd(anchor, old), _bd(anchor, new),
+                        ratio])
+    return markdown(["clip", "model", "points fixed / rd", "BD-rate rd vs fixed", f"fixed vs {ANCHOR}",
+                     f"rd vs {ANCHOR}", "encode time rd / fixed"], out)
+
+
 @table
 def memory() -> str:
     """bench/README: every measurement of bench/memory.py (results/memory.jsonl), oldest first. Rows before
