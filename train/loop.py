@@ -241,7 +241,7 @@ def _step_program(config, optimizer: tuple, loss: str, shape: _Shape, policy: Qu
 
         tensors = trainable(state, shape.train_only)
         (loss, (mse, bits)), grads = jax.value_and_grad(objective, has_aux=True)(tensors)
-        control = rd.controlled(tree["control"], bits, hp["target_bits"]) if shape.controlled else tree["control"]
+        control = rd.controlled(tree["control"], bits, hp["target_bits"], hp["n_steps"]) if shape.controlled else tree["control"]
         updates, opt = tx.update(grads, tree["opt"], tensors)
         updates = lr_scaled(updates)
         # A step whose (pre-update) batch already reaches the phase's target PSNR changes nothing: the
