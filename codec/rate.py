@@ -174,18 +174,30 @@ def symbol_bits(x: ArrayLike, params: LaplaceParams, support: Support = None) ->
     traced scalars, not differentiated), to renormalise and floor the masses as the table does.
     Finite value and gradient for every real x (|x| of thousands included) and every parameter.
     """
-    x = jnp.asarray(x, jnp.float32)
+    return _cell_bits(jnp.asarray(x, jnp.float32), _model_terms(params, support))
+
+
+def _model_terms(params: LaplaceParams, support: Support) -> tuple[jax.Array, ...]:
+    """What `_cell_bits` needs of a model, per model (any shape): ln θ, ln(1 − θ), the zero cell's
+    weight, ln of the tail's weight, and ln of the table's scale 1 − size·2^-24 (0 without support)."""
     ln_theta, ln_1m_theta = log_theta(params)
     centre, ln_tail = _weights(params, support)
+    if support is None:
+        return ln_theta, ln_1m_theta, centre, ln_tail, None
+    lo, hi = (jax.lax.stop_gradient(jnp.asarray(s, jnp.float32)) for s in support)
+    return ln_theta, ln_1m_theta, centre, ln_tail, jnp.log1p(-(hi - lo + 1.0) * 2.0 ** -PRECISION)
+
+
+def _cell_bits(x: jax.Array, terms: tuple[jax.Array, ...]) -> jax.Array:
+    """`symbol_bits` of x from its model's `_model_terms` (broadcast against x)."""
+    ln_theta, ln_1m_theta, centre, ln_tail, ln_scale = terms
     a = x * jnp.sign(x)   # |x| whose slope at 0 is 0 (jnp.abs has 1): the symmetric model's own slope there
     near = jnp.log(jnp.maximum(_near_mass(jnp.minimum(a, 1.0), ln_theta, centre, ln_tail), _TINY))
     # a ≥ 1: the cell lies in the tail, mass = tail · ½ θ^(a−1) (1 − θ), in log space for large a.
     far = ln_tail - _LN2 + (jnp.maximum(a, 1.0) - 1.0) * ln_theta + ln_1m_theta
     ln_mass = jnp.where(a < 1.0, near, far)
-    if support is not None:
-        lo, hi = (jax.lax.stop_gradient(jnp.asarray(s, jnp.float32)) for s in support)
-        size = hi - lo + 1.0
-        ln_mass = jnp.logaddexp(jnp.log1p(-size * 2.0 ** -PRECISION) + ln_mass, -PRECISION * _LN2)
+    if ln_scale is not None:   # the table's +1 floor: 2^-24 + (1 − size·2^-24) · p
+        ln_mass = jnp.logaddexp(ln_scale + ln_mass, -PRECISION * _LN2)
     return -ln_mass / _LN2
 
 
@@ -204,9 +216,12 @@ def fit(symbols: ArrayLike) -> LaplaceParams:
     x = jnp.asarray(symbols, jnp.float32)
     nonzero = jnp.round(x) != 0
     n_nonzero = jnp.sum(nonzero, dtype=jnp.float32)
-    n_zero = x.size - n_nonzero
     excess = jnp.sum(jnp.where(nonzero, jnp.abs(x), 0.0)) - n_nonzero   # Σ(|k| − 1)
+    return _fit_of_sums(n_nonzero, x.size - n_nonzero, excess)
 
+
+def _fit_of_sums(n_nonzero: jax.Array, n_zero: jax.Array, excess: jax.Array) -> LaplaceParams:
+    """`fit` from its three sums (arrays of any shape: a model each)."""
     def log_ratio(num: jax.Array, den: jax.Array) -> jax.Array:   # clamped ln(num/den); k/0 lands on a bound
         ratio = jnp.log(jnp.maximum(num, _TINY)) - jnp.log(jnp.maximum(den, _TINY))
         return jnp.clip(ratio, LOGIT_MIN, LOGIT_MAX)
@@ -239,20 +254,82 @@ def fit_to_support(symbols: ArrayLike, support: tuple[ArrayLike, ArrayLike], new
     what the rarest symbols cost, is left out of the fit.)
     """
     k = jnp.round(jnp.asarray(symbols, jnp.float32))
-    start = fit(k)
     nonzero = k != 0
     n = jnp.sum(nonzero, dtype=jnp.float32)
     excess = jnp.sum(jnp.where(nonzero, jnp.abs(k), 0.0)) - n
+    return _fit_of_sums_to_support(n, k.size - n, excess, support, newton_steps)
+
+
+def _fit_of_sums_to_support(n, n_zero, excess, support, newton_steps: int) -> LaplaceParams:
+    """`fit_to_support` from `fit`'s three sums and the support (arrays of one shape: a model each).
+    The cost is a sum of one term per model, so its gradient is each model's own derivative and the
+    gradient of that gradient's sum each model's own second derivative."""
+    start = _fit_of_sums(n, n_zero, excess)
     lo, hi = (jnp.asarray(b, jnp.float32) for b in support)
 
-    def cost(u):
+    def costs(u):
         ln_theta, ln_1m_theta = jax.nn.log_sigmoid(u), jax.nn.log_sigmoid(-u)
         return -(n * ln_1m_theta + excess * ln_theta - n * _log_kept(ln_theta, lo, hi))
-    grad, curvature = jax.grad(cost), jax.grad(jax.grad(cost))
+    grad = jax.grad(lambda u: jnp.sum(costs(u)))
+    curvature = jax.grad(lambda u: jnp.sum(grad(u)))
     u = jnp.clip(start.theta_logit, LOGIT_MIN, LOGIT_MAX)
     for _ in range(newton_steps):
         h = curvature(u)
         step = jnp.where(h > 0, grad(u) / jnp.maximum(h, _TINY), 0.0)
         candidate = jnp.clip(u - step, LOGIT_MIN, LOGIT_MAX)
-        u = jnp.where(cost(candidate) < cost(u), candidate, u)
+        u = jnp.where(costs(candidate) < costs(u), candidate, u)
     return LaplaceParams(u, start.p0_logit)
+
+
+class Segments(NamedTuple):
+    """Many tensors' symbols laid end to end in one flat array: `sizes[i]` elements of tensor i (each
+    at least 1), in order. Static (python ints), so it shapes a jitted program without being traced.
+
+    Per-segment sums and extremes are static slices reduced, and per-segment values reach their
+    elements as broadcasts joined end to end, rather than scatters and gathers by segment id: on XLA's
+    CPU backend a scatter (jax.ops.segment_sum) is a serial loop, and an elementwise loop that gathers
+    is not vectorized (measured on NeRV's 44k symbols in 14 tensors: the model terms 0.79 ms by
+    scatters, 0.29 ms by slices; the code lengths 2.6 ms with gathered terms, 0.73 ms spread).
+    """
+
+    sizes: tuple[int, ...]
+
+    def reduce(self, reducer, x: jax.Array) -> jax.Array:
+        """`reducer(part, axis=-1)` of each segment's part of x's last axis: (..., S) for x (..., N)."""
+        parts, first = [], 0
+        for n in self.sizes:
+            parts.append(reducer(x[..., first:first + n], axis=-1))
+            first += n
+        return jnp.stack(parts, axis=-1)
+
+    def spread(self, values: jax.Array) -> jax.Array:
+        """Each segment's value (`values[..., i]`) repeated over its elements: (..., N) for (..., S)."""
+        values = jnp.asarray(values)
+        return jnp.concatenate([jnp.broadcast_to(values[..., i:i + 1], (*values.shape[:-1], n))
+                                for i, n in enumerate(self.sizes)], axis=-1)
+
+
+def segment_support(symbols: ArrayLike, segments: Segments) -> tuple[jax.Array, jax.Array]:
+    """(lo, hi): each segment's (min, max) of the rounded flat symbols, float32 arrays of a value each."""
+    k = jnp.round(jnp.asarray(symbols, jnp.float32))
+    high = segments.reduce(jnp.max, jnp.stack([-k, k]))
+    return -high[0], high[1]
+
+
+def segment_fit_to_support(symbols: ArrayLike, segments: Segments, support: tuple[ArrayLike, ArrayLike],
+                           newton_steps: int = 4) -> LaplaceParams:
+    """`fit_to_support` of every segment of the flat symbols at once: params of a value per segment."""
+    k = jnp.round(jnp.asarray(symbols, jnp.float32))
+    nonzero = k != 0
+    n, magnitude = segments.reduce(jnp.sum, jnp.stack([nonzero.astype(jnp.float32), jnp.abs(k)]))
+    size = jnp.asarray(segments.sizes, jnp.float32)
+    return _fit_of_sums_to_support(n, size - n, magnitude - n, support, newton_steps)
+
+
+def segment_symbol_bits(x: ArrayLike, segments: Segments, params: LaplaceParams,
+                        support: tuple[ArrayLike, ArrayLike]) -> jax.Array:
+    """`symbol_bits` of each element of the flat x under its own segment's model on its support
+    (`params` and `support`: a value per segment): the model's terms are computed once per segment and
+    spread to the elements."""
+    terms = segments.spread(jnp.stack(_model_terms(params, support)))
+    return _cell_bits(jnp.asarray(x, jnp.float32), tuple(terms))

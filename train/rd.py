@@ -15,10 +15,12 @@ is the table the encoder can write for those symbols.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from codec import api, rate
 from codec.entropy import LAPLACE
@@ -44,7 +46,10 @@ CONTROL_BITS_PER_PARAM = 3.0
 # controller settles near MSE / bpp / 20, and starting at MSE / bpp crushed the rate to half the target in the
 # first 100 steps, which the rest of the fit spent recovering; a start below the target's λ costs nothing
 CONTROL_START = 0.05
-CONTROL_GAIN = 0.02       # log λ moves by this times the log ratio of estimated to target payload, per step
+CONTROL_GAIN = 0.02       # log λ moves by this times the log ratio of estimated to target payload, per step,
+CONTROL_TRAVEL = 24.0     # or by this over the phase where it is larger: a short phase (the straight-through
+                          # phase's ~200 steps on carphone, where the rate falls ~8 % at the noisy phase's λ;
+                          # a tiny clip's 32 steps) still moves λ far enough
 CONTROL_MAX_MOVE = 1.0    # ... the log ratio clipped to ±1: one step changes λ by at most 2 %
 LAMBDA_RANGE = (1e-7, 1e4)   # λ stays in this range (the upper end is --lambda's limit)
 
@@ -81,36 +86,89 @@ def _step(log_step):
     return s + jax.lax.stop_gradient(_file_step(log_step) - s)
 
 
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Symbols:
+    """Every stored tensor's symbols end to end in one flat float32 array (`values`, a pytree leaf), in
+    sorted path order, with the tensors' paths and shapes (static: they shape the jitted program).
+    One array, so that rounding, noise and the rate estimate are a few ops for the whole model rather
+    than a few per tensor."""
+
+    values: jax.Array
+    paths: tuple[str, ...] = dataclasses.field(metadata={"static": True})
+    shapes: tuple[tuple[int, ...], ...] = dataclasses.field(metadata={"static": True})
+
+    @property
+    def segments(self) -> rate.Segments:
+        """The nonempty tensors' runs in `values` (an empty tensor has no symbols to code)."""
+        return rate.Segments(tuple(math.prod(s) for s in self.shapes if math.prod(s)))
+
+    def as_dict(self) -> dict:
+        """{path: symbols of the tensor's own shape}."""
+        out, start = {}, 0
+        for p, shape in zip(self.paths, self.shapes):
+            size = math.prod(shape)
+            out[p] = self.values[start:start + size].reshape(shape)
+            start += size
+        return out
+
+    @staticmethod
+    def of(symbols: dict) -> "Symbols":
+        """{path: symbols} laid end to end in sorted path order."""
+        items = sorted(symbols.items())
+        values = [jnp.ravel(jnp.asarray(q, jnp.float32)) for _, q in items]
+        return Symbols(jnp.concatenate(values) if values else jnp.zeros((0,), jnp.float32),
+                       tuple(p for p, _ in items), tuple(tuple(jnp.shape(q)) for _, q in items))
+
+
+def _flat(variables, log_steps: dict, step_of):
+    """(every tensor's weights end to end, each weight's step, paths, shapes) in sorted path order: a
+    tensor's steps (one, or one per output channel = last axis) broadcast over its weights; `step_of`
+    maps all tensors' log steps at once."""
+    items = flatten(variables)
+    paths = tuple(p for p, _ in items)
+    shapes = tuple(tuple(jnp.shape(w)) for _, w in items)
+    if not items:
+        return jnp.zeros((0,), jnp.float32), jnp.zeros((0,), jnp.float32), paths, shapes
+    weights = jnp.concatenate([jnp.ravel(jnp.asarray(w, jnp.float32)) for _, w in items])
+    logs = [jnp.ravel(jnp.asarray(log_steps[p], jnp.float32)) for p in paths]
+    steps, spread, first = step_of(jnp.concatenate(logs)), [], 0
+    for shape, log in zip(shapes, logs):
+        if log.size != 1 and not (shape and log.size == shape[-1]):
+            raise ValueError(f"{log.size} steps for a tensor of shape {shape}: one, or one per last-axis channel")
+        spread.append(jnp.ravel(jnp.broadcast_to(steps[first:first + log.size], shape)))
+        first += log.size
+    return weights, jnp.concatenate(spread), paths, shapes
+
+
 def quantized(variables, log_steps: dict, mode: str, key, progress, anneal: quantsim.Anneal):
-    """(variables on the learned grid, {path: symbols}) for a forward pass in `mode` at `progress` (0..1)."""
-    flat = dict(flatten(variables))
+    """(variables on the learned grid, Symbols) for a forward pass in `mode` at `progress` (0..1)."""
     temperature, a = anneal.at(progress)
-    out, symbols = {}, {}
-    for i, (p, w) in enumerate(sorted(flat.items())):
-        s = _step(log_steps[p])
-        x = w / s
-        q = quantsim.noisy_soft_round(x, jax.random.fold_in(key, i), temperature, a) if mode == "noise" \
-            else quantsim.round_ste(x)
-        out[p], symbols[p] = q * s, q
-    return unflatten(variables, out), symbols
+    w, s, paths, shapes = _flat(variables, log_steps, _step)
+    x = w / s
+    q = quantsim.noisy_soft_round(x, key, temperature, a) if mode == "noise" else quantsim.round_ste(x)
+    on_grid = Symbols(q * s, paths, shapes).as_dict()
+    return unflatten(variables, on_grid), Symbols(q, paths, shapes)
 
 
-def file_symbols(variables, log_steps: dict) -> dict:
-    """{path: round(w / step)}: the symbols a file of these weights on these steps holds."""
-    return {p: jnp.round(w / _file_step(log_steps[p])) for p, w in flatten(variables)}
+def file_symbols(variables, log_steps: dict) -> Symbols:
+    """round(w / step) of every tensor: the symbols a file of these weights on these steps holds."""
+    w, s, paths, shapes = _flat(variables, log_steps, _file_step)
+    return Symbols(jnp.round(w / s), paths, shapes)
 
 
-def bits(symbols: dict) -> jax.Array:
-    """Estimated payload bits of every tensor's symbols under its own LAPLACE model."""
-    total = jnp.float32(0.0)
-    for q in symbols.values():
-        if q.size == 0:
-            continue
-        k = jax.lax.stop_gradient(jnp.round(q))
-        support = (k.min(), k.max())
-        params = jax.tree.map(jax.lax.stop_gradient, rate.fit_to_support(k, support))
-        total = total + rate.bits(q, params, support=support)
-    return total
+def bits(symbols) -> jax.Array:
+    """Estimated payload bits of every tensor's symbols (Symbols, or {path: symbols}) under its own
+    LAPLACE model."""
+    if isinstance(symbols, dict):
+        symbols = Symbols.of(symbols)
+    if not symbols.values.size:
+        return jnp.float32(0.0)
+    segments = symbols.segments
+    k = jax.lax.stop_gradient(jnp.round(symbols.values))
+    support = rate.segment_support(k, segments)
+    params = jax.tree.map(jax.lax.stop_gradient, rate.segment_fit_to_support(k, segments, support))
+    return jnp.sum(rate.segment_symbol_bits(symbols.values, segments, params, support))
 
 
 def file_of(config, variables, aux, rd_steps: dict, policy):
@@ -129,7 +187,8 @@ class Control:
     """The bpp controller's state, a pytree checkpointed with the fit: log λ and the file's side bits
     (header, entropy tables, steps), which the target leaves out of the payload the rate term steers.
 
-    Each step moves log λ by CONTROL_GAIN · log(estimated payload bits / target payload bits): an integral
+    Each step moves log λ by a gain · log(estimated payload bits / target payload bits) (the gain is
+    CONTROL_GAIN, or CONTROL_TRAVEL / steps in a phase shorter than 1,200 steps): an integral
     controller on the log rate, so λ grows while the estimate is over the target and shrinks while under.
     The estimate it follows is always that of the rounded symbols (in the noisy phase too, whose own
     estimate is ~15 % below what rounding then spends), the file's payload within 2 %, so a fit whose last
@@ -151,10 +210,12 @@ def start_control(config, variables, aux, log_steps: dict, policy, mse: float, p
     return {"log_lambda": jnp.float32(math.log(weight)), "side_bits": jnp.float32(side_bits)}
 
 
-def controlled(control: dict, estimate, target_bits) -> dict:
-    """One controller step (inside the jitted training step) from this step's estimated payload bits."""
+def controlled(control: dict, estimate, target_bits, n_steps) -> dict:
+    """One controller step (inside the jitted training step) from this step's estimated payload bits, in a
+    phase of `n_steps` steps."""
     payload = jnp.maximum(target_bits - control["side_bits"], 1.0)
     error = jnp.log(jnp.maximum(jax.lax.stop_gradient(estimate), 1.0)) - jnp.log(payload)
-    log_lambda = control["log_lambda"] + CONTROL_GAIN * jnp.clip(error, -CONTROL_MAX_MOVE, CONTROL_MAX_MOVE)
+    gain = jnp.maximum(CONTROL_GAIN, CONTROL_TRAVEL / jnp.maximum(n_steps, 1))
+    log_lambda = control["log_lambda"] + gain * jnp.clip(error, -CONTROL_MAX_MOVE, CONTROL_MAX_MOVE)
     lo, hi = (math.log(x) for x in LAMBDA_RANGE)
     return {"log_lambda": jnp.clip(log_lambda, lo, hi), "side_bits": control["side_bits"]}
