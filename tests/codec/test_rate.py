@@ -312,3 +312,20 @@ def test_params_fitted_to_the_support_cost_what_the_encoders_own_laplace_fit_cos
     untruncated = float(rate.bits(jnp.asarray(k, jnp.float32), rate.fit(k), support))
     assert fitted == pytest.approx(want, rel=2e-3)
     assert fitted <= untruncated + 1e-3 * want
+
+
+def test_segments_priced_at_once_cost_what_each_tensor_costs_under_the_encoders_own_laplace_table():
+    # three tensors of different spread, sign and size laid end to end; each must cost its own file table
+    rng = np.random.default_rng(5)
+    parts = [np.rint(rng.laplace(0, 4, 3000)), rng.integers(1, 9, 700), np.rint(rng.laplace(0, 30, 1500)), [0, 0, 0]]
+    parts = [np.asarray(p, np.int64) for p in parts]
+    segments = rate.Segments(tuple(p.size for p in parts))
+    flat = jnp.asarray(np.concatenate(parts), jnp.float32)
+    support = rate.segment_support(flat, segments)
+    np.testing.assert_array_equal(np.stack(support, 1), [[p.min(), p.max()] for p in parts])
+    got = np.asarray(jax.jit(lambda x: rate.segment_symbol_bits(
+        x, segments, rate.segment_fit_to_support(x, segments, support), support))(flat), np.float64)
+    first = np.cumsum([0] + [p.size for p in parts])
+    for i, k in enumerate(parts):
+        want = entropy.ideal_bits(k, entropy.fit_model(k, (entropy.LAPLACE,)))   # the encoder's integer fit
+        assert got[first[i]:first[i + 1]].sum() == pytest.approx(want, rel=2e-3, abs=1e-3)
