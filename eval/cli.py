@@ -38,7 +38,12 @@ _INT = re.compile(r"[+-]?[0-9]{1,30}")   # ASCII digits: int() also takes "١٢"
 
 
 def _shown(text: str) -> str:
-    return repr(text if len(text) <= _SHOWN else text[:_SHOWN] + "...")
+    """`text` as a repr of at most about 2·_SHOWN characters: cut by characters, then (control or astral
+    characters repr as up to 10 each) shortened until the repr fits."""
+    cut = text if len(text) <= _SHOWN else text[:_SHOWN]
+    while len(repr(cut)) > 2 * _SHOWN:
+        cut = cut[:-1]
+    return repr(cut if cut == text else cut + "...")
 
 
 def _number(text: str, kind=float) -> float | int:

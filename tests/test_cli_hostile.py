@@ -12,7 +12,7 @@ from pathlib import Path
 import av
 import jax
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import inr
@@ -114,6 +114,10 @@ NUMBERS = st.one_of(st.text(max_size=30), st.floats().map(repr), st.integers(-10
 
 
 @settings(max_examples=400, deadline=None)
+# found by hypothesis: control and astral characters repr as up to 10 characters each
+@example(option=BOUNDED[[o[0] for o in BOUNDED].index("--size")],
+         text="000000" + "\x1f" * 7 + "\U00012544\U0001342f\U00018cd6\U00018d09:0000000" + "\x1f" * 7
+              + "\U00012544\U0001342f\U00018cd6\U00018d09")
 @given(option=st.sampled_from(BOUNDED), text=st.one_of(NUMBERS, st.tuples(NUMBERS, NUMBERS).map(":".join),
                                                        st.tuples(NUMBERS, NUMBERS).map("x".join)))
 def test_any_text_for_a_numeric_option_parses_within_its_bounds_or_is_one_line_refused(option, text):
