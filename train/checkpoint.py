@@ -133,12 +133,24 @@ class Checkpointer:
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
+def _abandoned_reads(record: logging.LogRecord) -> bool:
+    """False for asyncio's "Task exception was never retrieved" about an orbax read coroutine that a failed
+    restore abandoned (logged when the event loop drops the task, possibly after `_quiet_orbax` returned)."""
+    try:
+        text = record.getMessage()
+    except Exception:   # noqa: BLE001 - a record that does not format is not ours to drop
+        return True
+    return not ("never retrieved" in text and "async_deserialize" in text)
+
+
 @contextlib.contextmanager
 def _quiet_orbax():
     """Silences what orbax and tensorstore print while failing to read a damaged step (absl ERROR lines,
     and tracebacks of read coroutines abandoned on the failure): the one line `restore` logs says it."""
     logger, hook = logging.getLogger("absl"), sys.unraisablehook
     level = logger.level
+    if _abandoned_reads not in logging.getLogger("asyncio").filters:   # logged whenever the loop drops them
+        logging.getLogger("asyncio").addFilter(_abandoned_reads)
     logger.setLevel(logging.CRITICAL)
     sys.unraisablehook = lambda _: None
     try:
