@@ -101,8 +101,12 @@ def test_nerv_killed_in_fit_prune_and_qat_resumes_to_the_identical_file(tmp_path
     """The prune kill's checkpoint (step 84) is also torn: that resume falls back to step 80's, the
     last periodic one (every 10 steps), and is killed again in QAT."""
     out, errs = _killed_and_resumed(tmp_path, NERV, NERV_KILLS, damage={"prune": _torn})
-    lines = errs[1].strip().splitlines()   # the run resumed after the prune kill
+    # the run resumed after the prune kill. Known gap: under load, tensorstore's reader threads of the torn
+    # file can print "Event loop is closed" tracebacks after orbax closed its loop (seen twice in full-suite
+    # runs, never alone); nerva's own lines are checked exactly
+    lines = [line for line in errs[1].strip().splitlines() if line.startswith("nerva:")]
     assert len(lines) == 2 and "/84 is damaged (" in lines[0], errs[1]
+    assert "internal error" not in errs[1]
     assert lines[1] == "nerva: resuming from the earlier checkpoint at step 80", errs[1]
     assert errs[0] == errs[2] == ""   # resuming an intact checkpoint says nothing
     assert _sha(out) == nerv_reference
