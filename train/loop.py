@@ -234,7 +234,8 @@ def _step_program(config, optimizer: tuple, loss: str, shape: _Shape, policy: Qu
                 own = spec.rate(config, full["variables"], full["aux"], idx)
                 bits = measured = own + rd.bits(symbols)
                 loss = loss + weight * bits / pixels
-                if shape.rd == "noise":   # what the file would spend: the rounded symbols' bits, not the noisy
+                if shape.rd == "noise" and shape.controlled:   # the controller follows what the file would
+                    # spend, the rounded symbols' bits, not the noisy ones (a fixed λ needs neither)
                     file_symbols = rd.file_symbols(full["variables"], full["steps"])
                     measured = own + rd.bits(jax.tree.map(jax.lax.stop_gradient, file_symbols))
             return loss, (jnp.mean((pred - target) ** 2), measured)
