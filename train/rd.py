@@ -199,6 +199,12 @@ class Control:
         return {"log_lambda": jnp.float32(0.0), "side_bits": jnp.float32(0.0)}
 
 
+# The payload estimate of a file of this state as one program: run op by op, its per-segment ops each
+# compiled on first use (measured on carphone, NeRV 90k: the controller's start, file write included,
+# 8.6 s op by op, 2.4 s as one program).
+_file_bits = jax.jit(lambda variables, log_steps: bits(file_symbols(variables, log_steps)))
+
+
 def start_control(config, variables, aux, log_steps: dict, policy, mse: float, phase) -> dict:
     """The controller at the start of the first phase with a target bpp: λ from the phase's rate weight,
     or (0) CONTROL_START · MSE / bpp; the side bits from a file of this state."""
@@ -207,11 +213,6 @@ def start_control(config, variables, aux, log_steps: dict, policy, mse: float, p
     weight = phase.rate_weight if phase.rate_weight > 0 else CONTROL_START * mse / phase.target_bpp
     weight = min(max(weight, LAMBDA_RANGE[0]), LAMBDA_RANGE[1])
     return {"log_lambda": jnp.float32(math.log(weight)), "side_bits": jnp.float32(side_bits)}
-
-
-# One program: run op by op, the estimate's per-segment ops each compiled on first use cost ~7 s of a
-# carphone NeRV fit's start (measured: the controller's start 8.6 s eager, under 1 s jitted).
-_file_bits = jax.jit(lambda variables, log_steps: bits(file_symbols(variables, log_steps)))
 
 
 def controlled(control: dict, estimate, target_bits, n_steps) -> dict:
