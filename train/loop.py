@@ -121,7 +121,8 @@ class _Shape:
 
     use_encoder: bool
     quantize: bool
-    rd: str            # "" or a train.rd mode: the stored tensors on their learned steps, and their bits
+    rd: str            # "": none; "train": the stored tensors on their learned steps, noisy or rounded by
+                       # the phase's numbers (both rd modes share a program); "round": rounded (evaluation)
     train_only: str
     rated: bool
     controlled: bool   # λ follows a target bpp (train.rd.Control) instead of the phase's fixed rate weight
@@ -134,7 +135,7 @@ class _Shape:
         only where the family has one (encode-time state), so that phases of a family without one that
         differ only in that flag share their compiled programs. Evaluation of a rate-distortion phase
         rounds as the file will (no noise)."""
-        rd_mode = "ste" if evaluating and phase.rd else phase.rd
+        rd_mode = ("round" if evaluating else "train") if phase.rd else ""
         return cls(phase.use_encoder and _has_aux(config), phase.quantize, rd_mode, "", False, False, 0, 0)
 
     @classmethod
@@ -162,7 +163,7 @@ def _numbers(phase: Phase, n_steps: int, n_frames: int, train_batch: int, frame_
             "n_steps": jnp.int32(n_steps), "start": jnp.int32(start), "per_epoch": jnp.int32(per_epoch),
             "rate_weight": jnp.float32(phase.rate_weight), "mse_stop": _mse_stop(phase),
             "target_bits": jnp.float32(phase.target_bpp * n_frames_pixels),
-            "noise_seed": np.uint32(zlib.crc32(phase.name.encode()))}
+            "noise_seed": np.uint32(zlib.crc32(phase.name.encode())), "hard": np.bool_(phase.rd == "ste")}
 
 
 def _mse_stop(phase: Phase) -> np.float32:
@@ -172,14 +173,15 @@ def _mse_stop(phase: Phase) -> np.float32:
 
 
 def _forward_fn(config, shape: _Shape, policy: QuantPolicy | None) -> Callable:
-    """(variables, aux, idx, frames, log steps, noise key, progress) -> (predicted frames, {path: symbols}),
-    as a phase of this shape sees them; the symbols are those of a rate-distortion phase ({} otherwise)."""
+    """(variables, aux, idx, frames, log steps, noise key, progress, hard) -> (predicted frames, {path:
+    symbols}), as a phase of this shape sees them; the symbols are those of a rate-distortion phase ({}
+    otherwise), rounded where `hard` (train.rd.quantized)."""
     spec = registry.spec_of(config)
 
-    def forward(variables, aux, idx, frames, log_steps, key, progress):
+    def forward(variables, aux, idx, frames, log_steps, key, progress, hard):
         symbols = {}
         if shape.rd:
-            variables, symbols = rd.quantized(variables, log_steps, shape.rd, key, progress, rd.ANNEAL)
+            variables, symbols = rd.quantized(variables, log_steps, hard, key, progress, rd.ANNEAL)
         elif shape.quantize:   # the weights the file will hold: on the learned steps, or at the policy's bits
             learned = spec.learned_steps(config, variables, aux)
             variables = jax.tree_util.tree_map_with_path(
@@ -227,15 +229,16 @@ def _step_program(config, optimizer: tuple, loss: str, shape: _Shape, policy: Qu
         def objective(tensors):
             full = _merged(state, tensors)
             pred, symbols = forward(full["variables"], full["aux"], idx, target, full.get("steps", tree["steps"]),
-                                    key, progress)
+                                    key, progress, hp["hard"])
             loss = loss_fn(pred, target)
             bits = measured = jnp.float32(0.0)
             if shape.rated:
                 own = spec.rate(config, full["variables"], full["aux"], idx)
                 bits = measured = own + rd.bits(symbols)
                 loss = loss + weight * bits / pixels
-                if shape.rd == "noise" and shape.controlled:   # the controller follows what the file would
-                    # spend, the rounded symbols' bits, not the noisy ones (a fixed λ needs neither)
+                if shape.controlled:   # the controller follows what the file would spend, the rounded
+                    # symbols' bits, not the noisy ones (a fixed λ needs neither; in the "ste" mode they are
+                    # the same symbols, counted twice so that both modes share the program)
                     file_symbols = rd.file_symbols(full["variables"], full["steps"])
                     measured = own + rd.bits(jax.tree.map(jax.lax.stop_gradient, file_symbols))
             return loss, (jnp.mean((pred - target) ** 2), measured)
@@ -356,7 +359,7 @@ def _eval_program(config, shape: _Shape, policy: QuantPolicy | None):
     forward = _forward_fn(config, shape, policy)
 
     def frames_of(variables, aux, idx, frames, log_steps):   # evaluation rounds: no noise, no progress
-        return forward(variables, aux, idx, frames, log_steps, jax.random.key(0), 1.0)[0]
+        return forward(variables, aux, idx, frames, log_steps, jax.random.key(0), 1.0, True)[0]
     return _Program(jax.jit(frames_of),
                     f"evaluating the model at {g.width}x{g.height}, {DEFAULT_BATCH} frames at a time",
                     "use a smaller model (--size) or smaller frames (--resize)")

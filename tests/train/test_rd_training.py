@@ -32,7 +32,7 @@ def test_initial_steps_span_a_range_including_zero_on_the_6_bit_grid_per_channel
 def test_rounding_mode_puts_weights_exactly_on_the_float16_steps_the_file_stores():
     w = jax.random.normal(jax.random.key(0), (4, 5))
     log_steps = {"params/w": jnp.log(jnp.linspace(0.01, 0.3, 5))}
-    on_grid, symbols = rd.quantized({"params": {"w": w}}, log_steps, "ste", jax.random.key(1), 1.0, rd.ANNEAL)
+    on_grid, symbols = rd.quantized({"params": {"w": w}}, log_steps, True, jax.random.key(1), 1.0, rd.ANNEAL)
     s16 = np.linspace(0.01, 0.3, 5).astype(np.float32).astype(np.float16).astype(np.float32)
     want = np.rint(np.asarray(w) / s16)
     np.testing.assert_array_equal(np.asarray(symbols.as_dict()["params/w"]), want)
@@ -42,8 +42,8 @@ def test_rounding_mode_puts_weights_exactly_on_the_float16_steps_the_file_stores
 def test_noise_mode_stays_within_one_step_of_the_weights_and_differs_from_rounding():
     w = jax.random.normal(jax.random.key(0), (64, 8))
     log_steps = {"params/w": jnp.full((8,), jnp.log(0.1))}
-    noisy, _ = rd.quantized({"params": {"w": w}}, log_steps, "noise", jax.random.key(1), 0.0, rd.ANNEAL)
-    rounded, _ = rd.quantized({"params": {"w": w}}, log_steps, "ste", jax.random.key(1), 0.0, rd.ANNEAL)
+    noisy, _ = rd.quantized({"params": {"w": w}}, log_steps, False, jax.random.key(1), 0.0, rd.ANNEAL)
+    rounded, _ = rd.quantized({"params": {"w": w}}, log_steps, True, jax.random.key(1), 0.0, rd.ANNEAL)
     step = float(np.float16(0.1))
     assert np.abs(np.asarray(noisy["params"]["w"]) - np.asarray(w)).max() <= step
     assert not np.array_equal(np.asarray(noisy["params"]["w"]), np.asarray(rounded["params"]["w"]))
