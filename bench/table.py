@@ -243,6 +243,30 @@ def rd_engine() -> str:
 
 
 @table
+def rd_time() -> str:
+    """bench/README: bench/rd_time.py's rows of the newest commit that has any, per clip: each family's fixed-bit
+    and rate-distortion fit at one target bpp, and the ratio of their encode times (results/rd_time_<clip>.jsonl)."""
+    out = []
+    for path in sorted(RESULTS.glob("rd_time_*.jsonl")):
+        rows = jsonl(path.name)
+        newest = rows[-1]["commit"]
+        pairs: dict[str, dict] = {}
+        for r in rows:
+            if r["commit"] == newest:
+                pairs.setdefault(r["codec"], {})[r["pipeline"]] = r
+        for model, p in pairs.items():
+            if set(p) != {"fixed", "rd"}:
+                continue
+            old, new = p["fixed"], p["rd"]
+            out.append([old["clip"], model, f"{old['target_bpp']:g}", f"{old['params']:,} / {new['params']:,}",
+                        f"{old['bpp']:.4f} / {new['bpp']:.4f}", f"{old['psnr']:.2f} / {new['psnr']:.2f}",
+                        f"{old['encode_s']:.1f} / {new['encode_s']:.1f}", f"{old['compile_s']:.1f} / {new['compile_s']:.1f}",
+                        f"{new['encode_s'] / old['encode_s']:.2f}"])
+    return markdown(["clip", "model", "target bpp", "params fixed / rd", "bpp fixed / rd", "PSNR dB fixed / rd",
+                     "encode s fixed / rd", "compile s fixed / rd", "encode time rd / fixed"], out)
+
+
+@table
 def memory() -> str:
     """bench/README: every measurement of bench/memory.py (results/memory.jsonl), oldest first. Rows before
     the bound had a program term (commit ab0dc93) measured the whole clip and have no P or allowance."""

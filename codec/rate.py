@@ -292,12 +292,13 @@ def _fit_of_sums_to_support(n, n_zero, excess, support, newton_steps: int) -> La
         return -(n * ln_1m_theta + excess * ln_theta - n * _log_kept(ln_theta, lo, hi))
     grad = jax.grad(lambda u: jnp.sum(costs(u)))
     curvature = jax.grad(lambda u: jnp.sum(grad(u)))
-    u = jnp.clip(start.theta_logit, LOGIT_MIN, LOGIT_MAX)
-    for _ in range(newton_steps):
+    def newton(_, u):
         h = curvature(u)
         step = jnp.where(h > 0, grad(u) / jnp.maximum(h, _TINY), 0.0)
         candidate = jnp.clip(u - step, LOGIT_MIN, LOGIT_MAX)
-        u = jnp.where(costs(candidate) < costs(u), candidate, u)
+        return jnp.where(costs(candidate) < costs(u), candidate, u)
+    # a loop, not unrolled: one compiled body instead of `newton_steps` copies
+    u = jax.lax.fori_loop(0, newton_steps, newton, jnp.clip(start.theta_logit, LOGIT_MIN, LOGIT_MAX))
     return LaplaceParams(u, start.p0_logit)
 
 
