@@ -14,8 +14,9 @@ so a step trains one group's tensors whatever the number of groups. Every weight
 learned per-channel step shared by all groups (learned in group 0, then frozen, so integer residuals
 between groups are meaningful), rounded straight-through in the forward pass. The loss adds λ
 (`rate_weight`, in MSE per bit per pixel) times a differentiable estimate of the group's bits: each
-tensor's integer residual to the previous group's integers under a discretized Laplace with a learned
-per-tensor scale. A step runs the shared trunk once and the heads of `batch` of the group's frames. With
+tensor's integer residual to the previous group's integers under the file's LAPLACE model, the one rate
+model of the project (train.rd.bits: fitted to the rounded residuals as the encoder fits its table, and the
+model the file codes them with). A step runs the shared trunk once and the heads of `batch` of the group's frames. With
 `target_psnr`, a step covers the whole group and a group's fit ends at the first step whose coded
 weights reach that PSNR on the group: a group whose frames its predecessor already renders well enough
 (a static scene) keeps those integers, and its residual costs only its section's framing.
@@ -58,7 +59,6 @@ from inr.grid import check_render
 from inr.layers import MAX_CHANNELS, Conv, Dense, gelu, inits, output_head, uniform_init
 from inr.registry import ModelSpec, register
 
-LAPLACE_FLOOR = 1e-9   # probability floor of the rate estimate (a symbol far in the tail costs ~30 bits)
 
 
 # The sized configs' choices (see the module docstring). The field defaults stay what files written
@@ -274,14 +274,12 @@ def init_aux(config: NIRVANAConfig, key: jax.Array):
     """Encode-time state. The group being fitted lives here, not in the stored variables, so a step
     touches one group's tensors whatever the number of groups: `work` (its float weights), `ref` (the
     previous group's integers, zeros for group 0), `group` (its index). Also the learned per-channel
-    log-steps (shared by all groups; set from group 0's weights at its first phase) and the per-tensor
-    log-scales of the rate model (carried from group to group)."""
+    log-steps (shared by all groups; set from group 0's weights at its first phase)."""
     abstract = jax.eval_shape(lambda: GroupNet(config).init(key, _coordinates(config))["params"])
     zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, jnp.float32), abstract)
     return {"work": zeros, "ref": zeros, "group": jnp.zeros((), jnp.int32),
             "log_step": jax.tree.map(lambda a: jnp.zeros(a.shape[-1:] if a.ndim >= 2 else (1,), jnp.float32),
-                                     abstract),
-            "log_b": jax.tree.map(lambda a: jnp.zeros((), jnp.float32), abstract)}
+                                     abstract)}
 
 
 def train_render(config: NIRVANAConfig, variables, aux, idx, frames):
@@ -291,23 +289,11 @@ def train_render(config: NIRVANAConfig, variables, aux, idx, frames):
                                   idx % config.group)
 
 
-def rate(config: NIRVANAConfig, variables, aux, idx):
-    """Estimated bits of the group being fitted: its integer residuals to the previous group's integers
-    (group 0: to zero) under a discretized Laplace(0, b) per tensor, b learned."""
-    leaves, treedef = jax.tree.flatten(aux["work"])
-    per_tensor = zip(leaves, treedef.flatten_up_to(_steps(aux)), treedef.flatten_up_to(aux["ref"]),
-                     treedef.flatten_up_to(aux["log_b"]))
-    bits = 0.0
-    for w, s, ref, log_b in per_tensor:
-        r = _round_ste(w / s) - ref
-        b = jnp.exp(log_b) + 1e-3
-        prob = _laplace_cdf(r + 0.5, b) - _laplace_cdf(r - 0.5, b)
-        bits = bits - jnp.sum(jnp.log2(jnp.maximum(prob, LAPLACE_FLOOR)))
-    return bits
-
-
-def _laplace_cdf(x, b):
-    return 0.5 + 0.5 * jnp.sign(x) * (1.0 - jnp.exp(-jnp.abs(x) / b))
+def rate_symbols(config: NIRVANAConfig, variables, aux, idx) -> dict:
+    """{path: symbols} of the group being fitted as its section codes them: its integers' residuals to
+    the previous group's (group 0: to zero), rounded straight through."""
+    steps, refs = jax.tree.leaves(_steps(aux)), jax.tree.leaves(aux["ref"])
+    return {p: _round_ste(w / s) - ref for (p, w), s, ref in zip(_flat(aux["work"]), steps, refs)}
 
 
 def _stored(config: NIRVANAConfig, variables, aux):
@@ -391,10 +377,10 @@ def schedule(config: NIRVANAConfig, standard: list[dict], epochs: float, lr: flo
     phases = []
     for k in range(n):
         start, stop = k * config.group, min((k + 1) * config.group, config.geometry.frames)
-        # A phase trains the group in `aux/work` (and the rate model; group 0 also the learned steps), so
+        # A phase trains the group in `aux/work` (group 0 also the learned steps), so
         # every later group shares one phase shape and one compiled step, whose cost does not grow with
         # the number of groups.
-        only = r"aux/(work|log_b|log_step)/.*" if k == 0 else r"aux/(work|log_b)/.*"
+        only = r"aux/(work|log_step)/.*" if k == 0 else r"aux/work/.*"
         steps = max(1.0, first if k == 0 else later)
         # With a target PSNR a step's PSNR decides the stop, so it must be the whole group's.
         batch = stop - start if config.target_psnr or not config.batch else min(config.batch, stop - start)
@@ -412,8 +398,8 @@ def count_params(config) -> int:
 SPEC = register(ModelSpec(
     name="nirvana", model_id=5, config_cls=NIRVANAConfig, init=init, render=render,
     for_size=NIRVANAConfig.for_size, init_aux=init_aux, train_render=train_render, finalize=finalize,
-    schedule=schedule, start_phase=start_phase, rate=rate, learned_steps=learned_steps, references=references,
-    n_collections=n_collections,
+    schedule=schedule, start_phase=start_phase, rate_symbols=rate_symbols, learned_steps=learned_steps,
+    references=references, n_collections=n_collections,
     # Learned steps and residual coding: --bits, --embed-bits, --prune and --batch do not apply (the config's
     # init_bits, rate_weight and batch do); the file spends ~1.1-1.3 bits per parameter (bench rows of
     # results/nirvana_*.jsonl: 8 · 42,329 B / 300k on carphone, 8 · 96,815 B / 600k on bigbuckbunny@320x180)

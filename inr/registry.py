@@ -40,8 +40,8 @@ def phase_unchanged(config, variables, aux, phase):
     return variables, aux
 
 
-def no_rate(config, variables, aux, idx):
-    return 0.0
+def no_rate_symbols(config, variables, aux, idx) -> dict:
+    return {}
 
 
 def standard_schedule(config, phases: list[dict], epochs: float, lr: float) -> list[dict]:
@@ -92,8 +92,12 @@ class ModelSpec:
     finalize: Callable = keep_variables           # (config, variables, aux, frames (T,H,W,3)) -> Variables, after
                                                   # the last phase that used the encoder
     start_phase: Callable = phase_unchanged       # (config, variables, aux, phase) -> (variables, aux)
-    rate: Callable = no_rate                      # (config, variables, aux, idx) -> estimated bits of the phase's
-                                                  # tensors (differentiable), for phases with a rate weight
+    rate_symbols: Callable = no_rate_symbols      # (config, variables, aux, idx) -> {name: symbols}: the integer
+                                                  # symbols (rounded straight through, differentiable) the file
+                                                  # will code for the tensors the phase trains, beyond the
+                                                  # learned-step tensors of train.rd; the trainer prices them
+                                                  # under the file's LAPLACE model (train.rd.bits) in phases
+                                                  # with a rate weight, and the codec codes them with it
     # The family's training preset for a 2-core CPU (train.presets.Preset fields: size, lr, beta1, epochs,
     # optionally loss). Plain values: inr imports no train.
     preset: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_PRESET))

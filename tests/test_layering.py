@@ -105,5 +105,5 @@ def test_codec_and_train_name_no_model_family_and_never_branch_on_a_family_hook(
 
 
 def test_the_family_check_sees_a_hook_branch_and_a_family_name():
-    tree = ast.parse("if spec.finalize is not None:\n    x = spec.rate and 1\nif self.spec.schedule:\n    pass\n")
+    tree = ast.parse("if spec.finalize is not None:\n    x = spec.rate_symbols and 1\nif self.spec.schedule:\n    pass\n")
     assert len(_family_branches(tree)) == 3

@@ -233,7 +233,7 @@ def _step_program(config, optimizer: tuple, loss: str, shape: _Shape, policy: Qu
             loss = loss_fn(pred, target)
             bits = measured = jnp.float32(0.0)
             if shape.rated:
-                own = spec.rate(config, full["variables"], full["aux"], idx)
+                own = rd.bits(spec.rate_symbols(config, full["variables"], full["aux"], idx))
                 bits = measured = own + rd.bits(symbols)
                 loss = loss + weight * bits / pixels
                 if shape.controlled:   # the controller follows what the file would spend, the rounded

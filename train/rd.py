@@ -190,13 +190,13 @@ def bits(symbols) -> jax.Array:
 
 def file_of(config, variables, aux, rd_steps: dict, policy):
     """({path: QuantizedTensor}, file bytes) of a fitted state: tensors with rate-distortion steps
-    (`rd_steps`, float32 as steps_of gives them) are coded with the LAPLACE model their rate was estimated
-    with, tensors whose steps the family learned (ModelSpec.learned_steps) on those, the rest at the
-    policy's bits."""
+    (`rd_steps`, float32 as steps_of gives them) and those whose steps the family learned
+    (ModelSpec.learned_steps, with its rate_symbols) on those, both coded with the LAPLACE model their
+    rate was estimated with; the rest at the policy's bits."""
     spec = registry.spec_of(config)
     steps = {**rd_steps, **spec.learned_steps(config, variables, aux)}
     quantized = api.quantize_variables(variables, policy, steps)
-    quantized = {p: dataclasses.replace(q, kinds=(LAPLACE,)) if p in rd_steps else q for p, q in quantized.items()}
+    quantized = {p: dataclasses.replace(q, kinds=(LAPLACE,)) if p in steps else q for p, q in quantized.items()}
     return quantized, api.compress(config, quantized)
 
 

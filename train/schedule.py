@@ -32,7 +32,7 @@ class Phase(ConfigBase):
     quantize: bool = False       # quantization-aware: straight-through rounding at the policy's bits
     frames: tuple[int, ...] = ()  # (start, stop): train and evaluate on these frames only; () = all
     train_only: str = ""         # regex over 'variables/...' and 'aux/...' paths that may change; "" = all
-    rate_weight: float = 0.0     # λ: loss = distortion + λ · ModelSpec.rate / (pixels of the phase's frames)
+    rate_weight: float = 0.0     # λ: loss = distortion + λ · estimated bits / (pixels of the phase's frames)
     batch: int = 0               # frames per step in this phase; 0 = TrainConfig.batch
     target_psnr: float = 0.0     # end the phase at the first step whose batch PSNR (dB) reaches this; 0 = off
     rd: str = ""                 # rate-distortion training (train.rd): "noise" (annealed soft rounding and

@@ -189,3 +189,28 @@ def test_a_bpp_target_under_the_rd_pipeline_lands_within_5_percent_on_the_writte
         row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert 8 * out.stat().st_size / pixels == pytest.approx(target, rel=0.05)   # from the file's length
         assert row["lambda"] > 0 and row["params"] <= target * pixels / 3   # sized for 3 bits per parameter
+
+
+def test_nirvanas_rate_is_the_one_rate_model_and_each_groups_estimate_is_its_sections_payload():
+    """NIRVANA prices its residuals with train.rd.bits (ModelSpec.rate_symbols), and its file codes every
+    tensor with the LAPLACE model that estimate describes: each group's estimate, from the file's own
+    symbols (group k: its residual to group k-1), is its section's payload within 2 %, and the last
+    group's training-time estimate at the end of its fit is its payload too."""
+    from train import presets
+    spec = inr.get("nirvana")
+    config = spec.config_cls.tiny(Geometry.of(8, 32, 48))   # two groups of 4 frames
+    frames = synthetic_clip(8, 32, 48)
+    enc = encode(config, frames, presets.train_config("nirvana", 40, config=config), QuantPolicy())
+    _, collections, _ = api.parse(enc.data)
+    references = spec.references(config)
+    assert set(collections) == {"group000", "group001"} and references == {"group001": "group000"}
+    payloads = {}
+    for name, (got, infos) in collections.items():
+        assert {info.model.kind for info in infos} <= {entropy.LAPLACE, entropy.UNIFORM}   # UNIFORM: constant
+        ref = collections[references[name]][0] if name in references else None
+        residuals = {p: jnp.asarray(q.symbols - (ref[p].symbols if ref else 0), jnp.float32) for p, q in got.items()}
+        payloads[name] = sum(info.ideal_bits for info in infos)
+        assert payloads[name] > 1000
+        assert float(rd.bits(residuals)) == pytest.approx(payloads[name], rel=0.02)
+    last = float(rd.bits(spec.rate_symbols(config, enc.fit.variables, enc.fit.aux, jnp.arange(4))))
+    assert last == pytest.approx(payloads["group001"], rel=0.02)
