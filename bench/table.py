@@ -223,7 +223,10 @@ def _bd(anchor: list[dict], test: list[dict]) -> str:
 def rd_engine() -> str:
     """bench/README: issue 14's comparison per family and clip: the rate-distortion pipeline (codec MODEL+rd)
     against fit + QAT at 6 bits (MODEL) at the same epochs, both against x265-medium, and the ratio of
-    their encode times summed over the points; from results/rd_engine_<clip>.jsonl (`nerva rd`)."""
+    their encode times summed over the points; from results/rd_engine_<clip>.jsonl (`nerva rd`). A family
+    without nerva's rate-distortion pipeline (NIRVANA: its rate is in its own loss) has one curve, shown as
+    rate-aware."""
+    import inr
     out = []
     for clip, name in RD_ENGINE:
         if not (RESULTS / name).exists():
@@ -234,6 +237,8 @@ def rd_engine() -> str:
         anchor = groups.get(ANCHOR, [])
         for model in sorted(c for c in groups if c != ANCHOR and not c.endswith("+rd")):
             old, new = groups[model], groups.get(model + "+rd", [])
+            if "pipeline" not in inr.get(model).fit_options:   # NIRVANA: its own pipeline is rate-aware
+                old, new = [], old
             ratio = (f"{sum(r['encode_s'] for r in new) / sum(r['encode_s'] for r in old):.2f}"
                      if len(new) == len(old) and new else "—")
             out.append([clip, model, f"{len(old)} / {len(new)}", _bd(old, new), _bd(anchor, old), _bd(anchor, new),

@@ -50,3 +50,7 @@ def test_notebook_runs_in_small_mode_without_errors_and_shows_a_png_figure(name,
         text = _stdout(nb)
         assert "BD-rate vs x265-medium" in text and "BD-rate vs x264-medium" in text
         assert all(f"\n{model} | " in text for model in inr.names())   # a table row for every model
+        # and the fixed-bit against rate-distortion table: a row for every model with nerva's rd pipeline
+        assert "BD-rate rd vs fixed" in text
+        rd_models = [m for m in inr.names() if "pipeline" in inr.get(m).fit_options]
+        assert rd_models and all(f"\n{model} | 1 / 1 | " in text for model in rd_models)
