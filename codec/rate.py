@@ -158,7 +158,7 @@ _SERIES = 0.25   # |y| below which `_expm1` sums its series
 def _expm1(y: jax.Array) -> jax.Array:
     """e^y − 1 to float32 precision: its Taylor series to y^7 for |y| < ¼ (relative error < 2·10^-9),
     exp(y) − 1 beyond (< 5·10^-7). Used per symbol instead of jnp.expm1, which XLA's CPU backend does
-    not vectorize: on 82k symbols expm1 took 0.43 ms where exp took 0.11 ms (`bench/rd_time.py`)."""
+    not vectorize: on 82k symbols expm1 took 0.43 ms where exp took 0.11 ms (jitted, median of 50 calls)."""
     small = jnp.abs(y) < _SERIES
     z = jnp.where(small, y, 0.0)
     series = z * (1.0 + z / 2 * (1.0 + z / 3 * (1.0 + z / 4 * (1.0 + z / 5 * (1.0 + z / 6 * (1.0 + z / 7))))))
