@@ -155,6 +155,19 @@ def _weights(params: LaplaceParams, support: Support) -> tuple[jax.Array, jax.Ar
 _SERIES = 0.25   # |y| below which `_expm1` sums its series
 
 
+class _Terms(NamedTuple):
+    """What `_cell_bits` needs of a model, each an array of the models' shape (`_model_terms`)."""
+
+    ln_theta: jax.Array
+    ln_1m_theta: jax.Array       # ln(1 − θ)
+    zero_weight: jax.Array       # the zero cell's weight over 2(1 − √θ)
+    sqrt_theta: jax.Array
+    one_minus_sqrt: jax.Array    # 1 − √θ, to full precision near θ = 1
+    tail_weight: jax.Array
+    ln_tail: jax.Array
+    scale: jax.Array | None      # the table's 1 − size·2^-24 (None: no support, no floor)
+
+
 def _expm1(y: jax.Array) -> jax.Array:
     """e^y − 1 to float32 precision: its Taylor series to y^7 for |y| < ¼ (relative error < 2·10^-9),
     exp(y) − 1 beyond (< 5·10^-7). Used per symbol instead of jnp.expm1, which XLA's CPU backend does
@@ -165,19 +178,18 @@ def _expm1(y: jax.Array) -> jax.Array:
     return jnp.where(small, series, jnp.exp(jnp.where(small, 0.0, y)) - 1.0)
 
 
-def _near_mass(a: jax.Array, terms: tuple[jax.Array, ...]) -> jax.Array:
+def _near_mass(a: jax.Array, t: _Terms) -> jax.Array:
     """Mass of [a − ½, a + ½] for 0 ≤ a ≤ 1: part of the zero cell plus part of the first tail cell.
 
     Zero cell (shape θ^|y|, mass 1): from a − ½ to ½ it holds (θ^(a−½) − θ^½) / (2(1 − √θ)) for a ≥ ½
     and (2 − θ^(½−a) − θ^½) / (2(1 − √θ)) below; tail (mass 1): from ½ to a + ½ it holds (1 − θ^a) / 2.
     Written with expm1 so that θ near 1 (ln θ ~ −2^-16) loses no precision; the factors that depend on
-    the model alone come in `terms` (`_model_terms`), computed once per model.
+    the model alone come in `t`, computed once per model.
     """
-    ln_theta, _, zero_weight, sqrt_theta, one_minus_sqrt, tail_weight = terms[:6]
     upper_half = a >= 0.5
-    e = _expm1(jnp.where(upper_half, a - 1.0, 0.5 - a) * ln_theta)
-    in_zero_cell = jnp.where(upper_half, sqrt_theta * e, one_minus_sqrt - e)
-    return zero_weight * in_zero_cell - 0.5 * tail_weight * _expm1(a * ln_theta)
+    e = _expm1(jnp.where(upper_half, a - 1.0, 0.5 - a) * t.ln_theta)
+    in_zero_cell = jnp.where(upper_half, t.sqrt_theta * e, t.one_minus_sqrt - e)
+    return t.zero_weight * in_zero_cell - 0.5 * t.tail_weight * _expm1(a * t.ln_theta)
 
 
 def symbol_bits(x: ArrayLike, params: LaplaceParams, support: Support = None) -> jax.Array:
@@ -190,34 +202,31 @@ def symbol_bits(x: ArrayLike, params: LaplaceParams, support: Support = None) ->
     return _cell_bits(jnp.asarray(x, jnp.float32), _model_terms(params, support))
 
 
-def _model_terms(params: LaplaceParams, support: Support) -> tuple[jax.Array, ...]:
-    """What `_cell_bits` needs of a model, per model (any shape): ln θ, ln(1 − θ), the zero cell's weight
-    over 2(1 − √θ), √θ, 1 − √θ, the tail's weight, its ln, and the table's scale 1 − size·2^-24 (None
-    without support)."""
+def _model_terms(params: LaplaceParams, support: Support) -> _Terms:
+    """The `_Terms` of a model, per model (any shape)."""
     ln_theta, ln_1m_theta = log_theta(params)
     centre, ln_tail = _weights(params, support)
     one_minus_sqrt = -jnp.expm1(0.5 * ln_theta)
     near = (ln_theta, ln_1m_theta, centre / (2.0 * one_minus_sqrt), jnp.exp(0.5 * ln_theta), one_minus_sqrt,
             jnp.exp(ln_tail), ln_tail)
     if support is None:
-        return (*near, None)
+        return _Terms(*near, None)
     lo, hi = (jax.lax.stop_gradient(jnp.asarray(s, jnp.float32)) for s in support)
-    return (*near, 1.0 - (hi - lo + 1.0) * 2.0 ** -PRECISION)
+    return _Terms(*near, 1.0 - (hi - lo + 1.0) * 2.0 ** -PRECISION)
 
 
-def _cell_bits(x: jax.Array, terms: tuple[jax.Array, ...]) -> jax.Array:
+def _cell_bits(x: jax.Array, t: _Terms) -> jax.Array:
     """`symbol_bits` of x from its model's `_model_terms` (broadcast against x)."""
-    ln_theta, ln_1m_theta, ln_tail, scale = terms[0], terms[1], terms[6], terms[7]
     a = x * jnp.sign(x)   # |x| whose slope at 0 is 0 (jnp.abs has 1): the symmetric model's own slope there
-    near = _near_mass(jnp.minimum(a, 1.0), terms)
+    near = _near_mass(jnp.minimum(a, 1.0), t)
     # a ≥ 1: the cell lies in the tail, mass = tail · ½ θ^(a−1) (1 − θ), in log space for large a.
-    far = ln_tail - _LN2 + (jnp.maximum(a, 1.0) - 1.0) * ln_theta + ln_1m_theta
-    if scale is None:
+    far = t.ln_tail - _LN2 + (jnp.maximum(a, 1.0) - 1.0) * t.ln_theta + t.ln_1m_theta
+    if t.scale is None:
         ln_mass = jnp.where(a < 1.0, jnp.log(jnp.maximum(near, _TINY)), far)
     else:   # the table's +1 floor: 2^-24 + (1 − size·2^-24) · p. A mass exp(far) that underflows is far
         # below the floor, which then holds the whole mass (as in the file)
         mass = jnp.where(a < 1.0, jnp.maximum(near, 0.0), jnp.exp(jnp.minimum(far, 0.0)))
-        ln_mass = jnp.log(scale * mass + 2.0 ** -PRECISION)
+        ln_mass = jnp.log(t.scale * mass + 2.0 ** -PRECISION)
     return -ln_mass / _LN2
 
 
@@ -353,4 +362,4 @@ def segment_symbol_bits(x: ArrayLike, segments: Segments, params: LaplaceParams,
     (`params` and `support`: a value per segment): the model's terms are computed once per segment and
     spread to the elements."""
     terms = segments.spread(jnp.stack(_model_terms(params, support)))
-    return _cell_bits(jnp.asarray(x, jnp.float32), tuple(terms))
+    return _cell_bits(jnp.asarray(x, jnp.float32), _Terms(*terms))

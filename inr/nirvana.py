@@ -16,7 +16,8 @@ between groups are meaningful), rounded straight-through in the forward pass. Th
 (`rate_weight`, in MSE per bit per pixel) times a differentiable estimate of the group's bits: each
 tensor's integer residual to the previous group's integers under the file's LAPLACE model, the one rate
 model of the project (train.rd.bits: fitted to the rounded residuals as the encoder fits its table, and the
-model the file codes them with). A step runs the shared trunk once and the heads of `batch` of the group's frames. With
+model the file codes them with). A step runs the shared trunk once and the heads of `batch` of the group's
+frames. With
 `target_psnr`, a step covers the whole group and a group's fit ends at the first step whose coded
 weights reach that PSNR on the group: a group whose frames its predecessor already renders well enough
 (a static scene) keeps those integers, and its residual costs only its section's framing.
@@ -58,7 +59,6 @@ from inr.config import ConfigBase, Geometry, Limit
 from inr.grid import check_render
 from inr.layers import MAX_CHANNELS, Conv, Dense, gelu, inits, output_head, uniform_init
 from inr.registry import ModelSpec, register
-
 
 
 # The sized configs' choices (see the module docstring). The field defaults stay what files written
