@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from codec.vecmath import expm1, log1p
+
 _EDGE = 2.0 ** -24   # noise stays this far inside (−½, ½): float32 rounding could otherwise land on ±½
 _TINY = float(jnp.finfo(jnp.float32).tiny)
 
@@ -43,9 +45,9 @@ def _artanh_scaled(d: jax.Array, t: jax.Array) -> jax.Array:
     v = 2.0 * d * jnp.tanh(0.5 / t)
     one_minus_v = (1.0 - 2.0 * d) + 4.0 * d * jax.nn.sigmoid(-1.0 / t)
     # both branches stay finite (clamped arguments), so neither can poison the gradient of `where`
-    small, large = jnp.log1p(-jnp.minimum(v, 0.5)), jnp.log(jnp.maximum(one_minus_v, _TINY))
+    small, large = log1p(-jnp.minimum(v, 0.5)), jnp.log(jnp.maximum(one_minus_v, _TINY))
     log_1m_v = jnp.where(v <= 0.5, small, large)
-    return jnp.minimum(0.5 * t * (jnp.log1p(v) - log_1m_v), 0.5)
+    return jnp.minimum(0.5 * t * (log1p(v) - log_1m_v), 0.5)
 
 
 def soft_round_inverse(y: ArrayLike, temperature: ArrayLike) -> jax.Array:
@@ -77,11 +79,11 @@ def kumaraswamy_icdf(v: ArrayLike, a: ArrayLike) -> jax.Array:
     """The noise for uniform v ∈ [0, 1): u − ½ with u = (1 − (1 − v)^(1/b))^(1/a), the inverse of the
     CDF F(u) = 1 − (1 − u^a)^b, b = kumaraswamy_b(a); strictly inside (−½, ½), mode 0; a = 1 is uniform.
 
-    In log space (expm1/log1p) so that v near 0 or 1 keeps its precision; clipped 2^-24 inside the
-    interval, a change of at most 2^-24 in any quantile.
+    In log space (expm1/log1p, codec.vecmath's vectorized forms) so that v near 0 or 1 keeps its
+    precision; clipped 2^-24 inside the interval, a change of at most 2^-24 in any quantile.
     """
     v, a = jnp.asarray(v, jnp.float32), jnp.asarray(a, jnp.float32)
-    one_minus_w = -jnp.expm1(jnp.log1p(-v) / kumaraswamy_b(a))   # 1 − (1 − v)^(1/b)
+    one_minus_w = -expm1(log1p(-v) / kumaraswamy_b(a))   # 1 − (1 − v)^(1/b)
     u = jnp.exp(jnp.log(jnp.maximum(one_minus_w, _TINY)) / a)
     return jnp.clip(u, _EDGE, 1.0 - _EDGE) - 0.5
 
