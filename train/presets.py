@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from inr import registry
-from train.schedule import Phase, TrainConfig, standard
+from train.schedule import RD_SHARES, Phase, TrainConfig, standard
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,6 +17,7 @@ class Preset:
     beta1: float       # Adam β1 (the references use 0.5 for NeRV, 0.9 for HNeRV)
     epochs: float      # fitting epochs before the prune / QAT fine-tunes
     loss: str = "l2"
+    rd_fit_share: float = RD_SHARES[0]   # rate-distortion schedules: the float fit's share of the epochs
 
 
 def preset(model: str) -> Preset:
@@ -34,7 +35,8 @@ def train_config(model: str, epochs: float | None = None, lr: float | None = Non
     p = preset(model)
     spec = registry.parse(model)[0]
     train = standard(epochs or p.epochs, lr=lr or p.lr, prune=prune, qat_epochs=qat_epochs, batch=batch,
-                     seed=seed, loss=p.loss, rate_weight=rate_weight, target_bpp=target_bpp)
+                     seed=seed, loss=p.loss, rate_weight=rate_weight, target_bpp=target_bpp,
+                     rd_fit_share=p.rd_fit_share)
     phases = family_phases(spec, config, train.phases, epochs or p.epochs, lr or p.lr)
     return dataclasses.replace(train, phases=phases, beta1=p.beta1)
 

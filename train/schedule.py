@@ -77,32 +77,37 @@ class TrainConfig(ConfigBase):
 # The noisy phase trains the weights too (it is most of the fit): on carphone (120 frames, NeRV ~50k
 # parameters, --bpp 0.05, 30 + 3 epochs) shares 0.5/0.4/0.1 at learning rates 1/0.5/0.1 gave 25.02 dB at
 # 0.0472 bpp, shares 0.1/0.8/0.1 at 1/1/0.1 25.52 dB at 0.0446 bpp (the float fit of 3.3 epochs only warms up
-# the weights whose ranges start the steps).
+# the weights whose ranges start the steps). A family's preset may give the float fit a larger share
+# (Preset.rd_fit_share; the noisy phase gets the rest but the straight-through share): HNeRV trains its
+# encoder only in the float fit, and its embeddings are stored from it (see inr/hnerv.py's preset).
 RD_SHARES = (0.1, 0.8, 0.1)
 RD_LR = (1.0, 1.0, 0.1)
 
 
 def standard(epochs: float, lr: float = 1e-3, prune: float = 0.0, qat_epochs: float | None = None,
              batch: int = 2, seed: int = 0, use_encoder: bool = True, loss: str = "l2",
-             rate_weight: float = 0.0, target_bpp: float = 0.0) -> TrainConfig:
+             rate_weight: float = 0.0, target_bpp: float = 0.0,
+             rd_fit_share: float = RD_SHARES[0]) -> TrainConfig:
     """fit (10% warmup + cosine) -> optional prune fine-tune -> quantization-aware fine-tune.
 
     Fine-tuning phases get a tenth of the fit's epochs each (at least one) and a lower learning rate.
     With a `rate_weight` λ > 0 or a `target_bpp` the schedule is rate-distortion instead (loss = distortion
     + λ · estimated bits per pixel, λ fixed or following the target): the fit's and the QAT's epochs split by
     RD_SHARES into a float fit, a noisy soft-rounding phase on learned steps and a straight-through phase,
-    with the prune fine-tune (if any) after the fit.
+    with the prune fine-tune (if any) after the fit; `rd_fit_share` is the float fit's share.
     """
     tune = max(1.0, round(epochs / 10)) if qat_epochs is None else qat_epochs
     rate_aware = rate_weight > 0 or target_bpp > 0
     total = epochs + tune
-    fit_epochs = total * RD_SHARES[0] if rate_aware else epochs
+    if not 0.0 < rd_fit_share < 1.0 - RD_SHARES[2]:
+        raise ValueError(f"rd_fit_share must be in (0, {1.0 - RD_SHARES[2]:g}), got {rd_fit_share}")
+    fit_epochs = total * rd_fit_share if rate_aware else epochs
     phases = [Phase("fit", fit_epochs, lr, warmup=0.1, use_encoder=use_encoder)]
     if prune > 0:
         phases.append(Phase("prune", tune, lr * 0.2, warmup=0.0, sparsity=prune))
     if rate_aware:
         rate = dict(rate_weight=rate_weight, target_bpp=target_bpp)
-        phases += [Phase("rd", total * RD_SHARES[1], lr * RD_LR[1], rd="noise", **rate),
+        phases += [Phase("rd", total * (1.0 - rd_fit_share - RD_SHARES[2]), lr * RD_LR[1], rd="noise", **rate),
                    Phase("ste", total * RD_SHARES[2], lr * RD_LR[2], rd="ste", **rate)]
     elif tune > 0:
         phases.append(Phase("qat", tune, lr * 0.1, warmup=0.0, quantize=True))

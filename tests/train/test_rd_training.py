@@ -177,6 +177,26 @@ def test_a_bpp_target_makes_a_rate_distortion_schedule_of_the_same_epochs_as_fit
         Phase("fit", 1, 1e-3, target_bpp=0.1)
 
 
+def test_a_family_preset_sets_the_float_fits_share_of_a_rate_distortion_schedule():
+    from train import presets
+    from train.schedule import standard
+
+    def tiny(model):
+        return inr.registry.get(model).config_cls.tiny(Geometry(4, 32, 48))
+    # HNeRV's preset: half the 33 epochs to the float fit (whose encoder makes the stored embeddings),
+    # the noisy phase all but the straight-through tenth; NeRV keeps the default tenth
+    hnerv = presets.train_config("hnerv", 30, config=tiny("hnerv"), target_bpp=0.1)
+    assert [(p.name, p.epochs) for p in hnerv.phases] == [("fit", pytest.approx(16.5)), ("rd", pytest.approx(13.2)),
+                                                          ("ste", pytest.approx(3.3))]
+    assert hnerv.phases[0].use_encoder and not hnerv.phases[1].use_encoder
+    nerv = presets.train_config("nerv", 30, config=tiny("nerv"), target_bpp=0.1)
+    assert nerv.phases[0].epochs == pytest.approx(3.3)
+    assert presets.train_config("hnerv", 30, config=tiny("hnerv")).phases[0].epochs == 30
+    for bad in (0.0, 0.9, 1.2):
+        with pytest.raises(ValueError, match="rd_fit_share must be in"):
+            standard(30, target_bpp=0.1, rd_fit_share=bad)
+
+
 def test_a_bpp_target_under_the_rd_pipeline_lands_within_5_percent_on_the_written_file(tmp_path, capsys):
     import json
 
