@@ -1,9 +1,12 @@
 """Keeps the first row of every run key in a results file (what a resumed `nerva rd` keeps) and lists the rest.
 
     python bench/first_rows.py bench/results/nirvana_carphone.jsonl    # rewrites the file, prints what it dropped
+    python bench/first_rows.py FILE --drop-codecs nerv+rd,cam+rd       # and drops those codecs' rows
 
 A file from `nerva rd` never holds a key twice (a resumed sweep skips finished keys and `append_row`
 refuses a second one); this repairs files written before that check, keeping each kept line's bytes.
+`--drop-codecs` removes every row of the named codecs, so that the next sweep into the file measures them
+again (a resumed sweep would keep rows from older code); bench/README records where it was used.
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ from pathlib import Path
 from codec.container import write_atomic
 
 
-def first_rows(lines: list[str]) -> tuple[list[str], list[tuple[int, str]]]:
-    """(the lines whose key was not seen before, [(1-based line number, key) of every later repeat])."""
+def first_rows(lines: list[str], drop_codecs: frozenset = frozenset()) -> tuple[list[str], list[tuple[int, str]]]:
+    """(the lines whose key was not seen before and whose codec is not in `drop_codecs`, [(1-based line
+    number, key) of every other line])."""
     kept, dropped, seen = [], [], set()
     for number, line in enumerate(lines, start=1):
-        key = json.loads(line)["key"]
-        if key in seen:
+        row = json.loads(line)
+        key = row["key"]
+        if key in seen or row.get("codec") in drop_codecs:
             dropped.append((number, key))
         else:
             seen.add(key)
@@ -32,11 +37,14 @@ def first_rows(lines: list[str]) -> tuple[list[str], list[tuple[int, str]]]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("file", type=Path)
+    p.add_argument("--drop-codecs", default="", help="comma list of codecs whose rows are dropped too")
     args = p.parse_args(argv)
     lines = args.file.read_text().splitlines()
-    kept, dropped = first_rows(lines)
+    drop = frozenset(c for c in args.drop_codecs.split(",") if c)
+    kept, dropped = first_rows(lines, drop)
+    seen = {json.loads(line)["key"] for line in kept}
     for number, key in dropped:
-        print(f"{args.file}:{number}: dropped, repeats {key}")
+        print(f"{args.file}:{number}: dropped, " + (f"repeats {key}" if key in seen else f"codec of {key}"))
     write_atomic(args.file, "".join(line + "\n" for line in kept).encode())
     print(f"{args.file}: kept {len(kept)} of {len(lines)} rows")
     return 0

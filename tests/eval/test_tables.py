@@ -75,6 +75,19 @@ def test_first_rows_rewrites_a_file_to_its_first_rows(tmp_path, capsys):
     assert f"{path}:2: dropped, repeats a" in capsys.readouterr().out
 
 
+def test_first_rows_drops_every_row_of_the_named_codecs(tmp_path, capsys):
+    path = tmp_path / "r.jsonl"
+    rows = [{"key": "nerv|1", "codec": "nerv"}, {"key": "nerv+rd|1", "codec": "nerv+rd"},
+            {"key": "cam+rd|1", "codec": "cam+rd"}, {"key": "nerv+rd|2", "codec": "nerv+rd"}]
+    lines = [json.dumps(r) for r in rows]
+    path.write_text("".join(line + "\n" for line in lines))
+    assert first_rows.main([str(path), "--drop-codecs", "nerv+rd,x265"]) == 0
+    assert path.read_text() == f"{lines[0]}\n{lines[2]}\n"
+    out = capsys.readouterr().out
+    assert f"{path}:2: dropped, codec of nerv+rd|1" in out and f"{path}:4: dropped, codec of nerv+rd|2" in out
+    assert "kept 2 of 4 rows" in out
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "bench" / "results").glob("*.jsonl")), ids=lambda p: p.name)
 def test_a_committed_results_file_holds_each_run_key_once(path):
     keys = collections.Counter(json.loads(line).get("key") for line in path.read_text().splitlines())
