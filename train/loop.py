@@ -237,10 +237,13 @@ def _step_program(config, optimizer: tuple, loss: str, shape: _Shape, policy: Qu
                 bits = measured = own + rd.bits(symbols)
                 loss = loss + weight * bits / pixels
                 if shape.controlled:   # the controller follows what the file would spend, the rounded
-                    # symbols' bits, not the noisy ones (a fixed λ needs neither; in the "ste" mode they are
-                    # the same symbols, counted twice so that both modes share the program)
-                    file_symbols = rd.file_symbols(full["variables"], full["steps"])
-                    measured = own + rd.bits(jax.tree.map(jax.lax.stop_gradient, file_symbols))
+                    # symbols' bits, not the noisy ones (a fixed λ needs neither); in the "ste" mode the
+                    # phase's symbols are the file's (same float16 steps, same rounding), so the
+                    # conditional counts them once there
+                    def file_bits():
+                        file_symbols = rd.file_symbols(full["variables"], full["steps"])
+                        return own + rd.bits(jax.tree.map(jax.lax.stop_gradient, file_symbols))
+                    measured = jax.lax.cond(hp["hard"], lambda: jax.lax.stop_gradient(bits), file_bits)
             return loss, (jnp.mean((pred - target) ** 2), measured)
 
         tensors = trainable(state, shape.train_only)
