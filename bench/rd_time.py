@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from eval.results import git_commit
 from speed import others_busy   # bench/speed.py (Python puts the script's folder on sys.path)
 from table import ROOT, RESULTS, print_table, provenance
 
@@ -32,14 +33,6 @@ COMPILED = re.compile(r"Finished XLA compilation of .* in ([0-9.]+) sec")
 COLUMNS = [("codec", "model", "{}"), ("pipeline", "pipeline", "{}"), ("params", "params", "{:,}"),
            ("bpp", "bpp", "{:.4f}"), ("psnr", "PSNR dB", "{:.2f}"), ("encode_s", "encode s", "{:.1f}"),
            ("compile_s", "compile s", "{:.1f}"), ("train_fps", "train fps", "{:.1f}"), ("wall_s", "wall s", "{:.1f}")]
-
-
-def commit() -> str:
-    """HEAD's hash, with '+dirty' where tracked files differ from it (rows then describe no commit)."""
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                           capture_output=True, text=True).stdout.strip()
-    return head + ("+dirty" if dirty else "")
 
 
 def fit(clip: Path, model: str, pipeline: str, bpp: float, epochs: float, out: Path) -> dict:
@@ -74,7 +67,7 @@ def main(argv=None) -> int:
     from inr.video import bundled_clip
     clip = bundled_clip(args.clip)
     args.out.mkdir(parents=True, exist_ok=True)
-    results, rows, rev = args.out / f"rd_time_{args.clip}.jsonl", [], commit()
+    results, rows, rev = args.out / f"rd_time_{args.clip}.jsonl", [], git_commit()
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models.split(","):
             for pipeline in ("fixed", "rd"):

@@ -208,15 +208,9 @@ ANCHOR = "x265-medium"
 
 def _bd(anchor: list[dict], test: list[dict]) -> str:
     """BD-rate (PSNR, bpp from the file) of `test` against `anchor`, or why there is none."""
-    from eval.bdrate import bd_rate
-    if len(anchor) < 2 or len(test) < 2:
-        return "—"
-    try:
-        value = bd_rate([r["bpp"] for r in anchor], [r["psnr"] for r in anchor],
+    from eval.bdrate import bd_rate_text
+    return bd_rate_text([r["bpp"] for r in anchor], [r["psnr"] for r in anchor],
                         [r["bpp"] for r in test], [r["psnr"] for r in test])
-    except ValueError:
-        return "n/a"
-    return f"{value:+.1f} %".replace("-", "−")
 
 
 @table

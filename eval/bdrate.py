@@ -48,6 +48,19 @@ def bd_rate(anchor_rate: Sequence[float], anchor_q: Sequence[float],
     return float((10.0 ** diff - 1.0) * 100.0)
 
 
+def bd_rate_text(anchor_rate: Sequence[float], anchor_q: Sequence[float],
+                 test_rate: Sequence[float], test_q: Sequence[float]) -> str:
+    """`bd_rate` as a table cell: "−12.3 %" (a true minus sign), "—" where a curve has fewer than two points,
+    "n/a" where the curves do not overlap or cannot be interpolated (bd_rate's ValueError)."""
+    if len(anchor_rate) < 2 or len(test_rate) < 2:
+        return "—"
+    try:
+        value = bd_rate(anchor_rate, anchor_q, test_rate, test_q)
+    except ValueError:
+        return "n/a"
+    return f"{value:+.1f} %".replace("-", "−")
+
+
 def bd_psnr(anchor_rate: Sequence[float], anchor_q: Sequence[float],
             test_rate: Sequence[float], test_q: Sequence[float], method: str = "pchip") -> float:
     """Average quality difference of test vs anchor at equal rate (dB when quality is PSNR).

@@ -181,14 +181,25 @@ def provenance() -> dict[str, str]:
 
 def _git_sha() -> str:
     """`git rev-parse HEAD` in the repository holding this file, or "unknown" (no git, not a checkout)."""
+    return git_commit(mark_dirty=False)
+
+
+def git_commit(mark_dirty: bool = True) -> str:
+    """HEAD's hash in the repository holding this file, with "+dirty" appended (`mark_dirty`) where tracked
+    files differ from it (figures measured so describe no commit); "unknown" without git or a checkout."""
     try:
         done = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=_REPO, capture_output=True, text=True, timeout=10, check=False
         )
+        sha = done.stdout.strip()
+        if done.returncode != 0 or len(sha) not in (40, 64) or any(c not in "0123456789abcdef" for c in sha):
+            return "unknown"
+        if mark_dirty:
+            status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=_REPO,
+                                    capture_output=True, text=True, timeout=30, check=False)
+            if status.returncode != 0 or status.stdout.strip():
+                sha += "+dirty"
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    sha = done.stdout.strip()
-    if done.returncode != 0 or len(sha) not in (40, 64) or any(c not in "0123456789abcdef" for c in sha):
         return "unknown"
     return sha
 

@@ -210,3 +210,12 @@ def test_bd_psnr_rejects_curves_that_do_not_overlap_in_rate():
 def test_cubic_bd_rate_rejects_fewer_than_four_distinct_qualities():
     with pytest.raises(ValueError, match="anchor quality: method='cubic' needs at least 4 distinct values"):
         bd_rate(RATE_A, [40.037, 38.615, 38.615, 34.851], RATE_T, PSNR_T, method="cubic")
+
+
+def test_bd_rate_text_formats_a_halved_rate_with_a_true_minus_and_says_why_there_is_none():
+    rate, q = [0.1, 0.2, 0.4, 0.8], [30.0, 32.0, 34.0, 36.0]
+    # the same qualities at half the rate everywhere: BD-rate exactly −50 % (hand computation)
+    assert bdrate.bd_rate_text(rate, q, [r / 2 for r in rate], q) == "−50.0 %"
+    assert bdrate.bd_rate_text(rate, q, [r * 2 for r in rate], q) == "+100.0 %"
+    assert bdrate.bd_rate_text(rate, q, [0.1], [30.0]) == "—"
+    assert bdrate.bd_rate_text(rate, q, [0.1, 0.2], [40.0, 41.0]) == "n/a"   # qualities that do not overlap

@@ -147,6 +147,27 @@ def test_git_sha_is_unknown_outside_a_checkout(tmp_path, monkeypatch):
     assert results._git_sha() == "unknown"
 
 
+def test_git_commit_marks_a_checkout_whose_tracked_files_differ_from_head(tmp_path, monkeypatch):
+    import subprocess
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
+    git("init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    git("add", "a.py")
+    git("commit", "-qm", "one")
+    head = git("rev-parse", "HEAD")
+    monkeypatch.setattr(results, "_REPO", tmp_path)
+    (tmp_path / "new.py").write_text("untracked\n")   # untracked files do not make it dirty
+    assert results.git_commit() == head and results._git_sha() == head
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert results.git_commit() == head + "+dirty"
+    assert results._git_sha() == head   # rows' git_sha stays a bare hash
+
+
 def test_new_row_computes_bpp_key_and_provenance():
     quality = Quality(psnr=30.0, psnr_y=31.0, ms_ssim=0.97, ms_ssim_scales=4)
     row = new_row(
