@@ -329,3 +329,32 @@ def test_segments_priced_at_once_cost_what_each_tensor_costs_under_the_encoders_
     for i, k in enumerate(parts):
         want = entropy.ideal_bits(k, entropy.fit_model(k, (entropy.LAPLACE,)))   # the encoder's integer fit
         assert got[first[i]:first[i + 1]].sum() == pytest.approx(want, rel=2e-3, abs=1e-3)
+
+
+@pytest.mark.parametrize("count", [3, rate.SLICED_SEGMENTS + 16])   # by slices, and by scatters
+def test_segment_sums_and_maxima_are_each_tensors_own_with_few_or_many_segments(count):
+    rng = np.random.default_rng(count)
+    parts = [np.rint(rng.laplace(rng.normal() * 3, rng.uniform(0.5, 20), rng.integers(1, 900))) for _ in range(count)]
+    segments = rate.Segments(tuple(p.size for p in parts))
+    flat = jnp.asarray(np.concatenate(parts), jnp.float32)
+    stacked = jnp.stack([flat, -flat])
+    np.testing.assert_array_equal(jax.jit(segments.sum)(stacked), [[p.sum() for p in parts], [-p.sum() for p in parts]])
+    np.testing.assert_array_equal(jax.jit(segments.max)(stacked), [[p.max() for p in parts], [(-p).max() for p in parts]])
+    assert jax.jit(segments.sum)(flat).shape == (count,)
+
+
+def test_many_segments_by_scatters_price_exactly_as_by_slices(monkeypatch):
+    rng = np.random.default_rng(9)
+    parts = [np.rint(rng.laplace(0, rng.uniform(0.5, 20), rng.integers(1, 900))) for _ in range(40)]
+    segments = rate.Segments(tuple(p.size for p in parts))
+    flat = jnp.asarray(np.concatenate(parts), jnp.float32) + 0.3
+
+    def bits(x):
+        k = jnp.round(x)
+        support = rate.segment_support(k, segments)
+        return jnp.sum(rate.segment_symbol_bits(x, segments, rate.segment_fit_to_support(k, segments, support), support))
+    scattered = jax.value_and_grad(bits)(flat)   # 40 > SLICED_SEGMENTS
+    monkeypatch.setattr(rate, "SLICED_SEGMENTS", 1000)
+    sliced = jax.value_and_grad(bits)(flat)
+    assert float(scattered[0]) == float(sliced[0])
+    np.testing.assert_array_equal(scattered[1], sliced[1])
