@@ -83,15 +83,21 @@ def table(fn: Callable[[], str]) -> Callable[[], str]:
 
 @table
 def where_it_stands() -> str:
-    """README: the demo, the default INR presets and NIRVANA against x265 on carphone, from committed rows."""
+    """README: the demo, the default INR presets, NIRVANA and the rate-distortion pipeline's points nearest
+    0.1 bpp against x265 on carphone, from committed rows."""
     fit = {(r["codec"], r["params"]): r for r in jsonl("fit_carphone.jsonl")}
     nirvana = by_key("nirvana_carphone.jsonl")["nirvana|carphone|120|params=300000,bits=6,epochs=120,seed=0"]
     x265 = by_key("rd_carphone.jsonl")["x265-medium|carphone|120|crf24"]
+    engine = by_key("rd_engine_carphone.jsonl")   # issue 14's rate-distortion pipeline at its 0.093 bpp target
+    rated = [(f"{label}, rate-distortion pipeline, 30 + 3 epochs, `--bpp 0.093` (`nerva rd`, {name}+rd)",
+              engine[f"{name}+rd|carphone|120|bpp=0.09283,epochs=30,seed=0"])
+             for label, name in (("NeRV", "nerv"), ("HNeRV", "hnerv"), ("NeRV++", "nervpp"), ("CAM", "cam"))]
     demo = jsonl("demo_carphone.jsonl")[0]
     rows = [(f"`nerva demo` (NeRV, {demo['params']:,} params, 120 epochs + QAT, 8 bits)", demo),
             ("NeRV, 98,913 params, 60 + 6 epochs, 8 bits (`bench/fit.py`)", fit["nerv", 98913]),
             ("HNeRV, 95,735 params, 60 + 6 epochs, 8 bits (`bench/fit.py`)", fit["hnerv", 95735]),
             ("NIRVANA, 300k budget, 120 epochs, 6 bits (`nerva rd`)", nirvana),
+            *rated,
             ("x265-medium, CRF 24 (`nerva rd`, `eval/baselines.py`)", x265)]
     return markdown(["", "bpp", "PSNR (RGB)", "MS-SSIM", "encode s"],
                     [[label, *cells([r], ["{bpp:.3f}", "{psnr:.2f} dB", "{ms_ssim:.3f}", "{encode_s:.0f}"])[0]]
@@ -206,6 +212,12 @@ RD_ENGINE = [("carphone", "rd_engine_carphone.jsonl"), ("bigbuckbunny 320×180",
 ANCHOR = "x265-medium"
 
 
+def _landing(rows: list[dict]) -> str:
+    """The file bpp of the points with a target (`--bpp`) against it: the range of bpp / target − 1."""
+    off = [r["bpp"] / r["config"]["target_bpp"] - 1.0 for r in rows if (r.get("config") or {}).get("target_bpp")]
+    return f"{min(off):+.1%} … {max(off):+.1%}".replace("%", " %").replace("-", "−") if off else "—"
+
+
 def _bd(anchor: list[dict], test: list[dict]) -> str:
     """BD-rate (PSNR, bpp from the file) of `test` against `anchor`, or why there is none."""
     from eval.bdrate import bd_rate_text
@@ -217,7 +229,8 @@ def _bd(anchor: list[dict], test: list[dict]) -> str:
 def rd_engine() -> str:
     """bench/README: issue 14's comparison per family and clip: the rate-distortion pipeline (codec MODEL+rd)
     against fit + QAT at 6 bits (MODEL) at the same epochs, both against x265-medium, and the ratio of
-    their encode times summed over the points; from results/rd_engine_<clip>.jsonl (`nerva rd`). A family
+    their encode times summed over the points, and where each rate-distortion point's file landed against its
+    target bpp; from results/rd_engine_<clip>.jsonl (`nerva rd`). A family
     without nerva's rate-distortion pipeline (NIRVANA: its rate is in its own loss) has one curve, shown as
     rate-aware."""
     import inr
@@ -236,9 +249,9 @@ def rd_engine() -> str:
             ratio = (f"{sum(r['encode_s'] for r in new) / sum(r['encode_s'] for r in old):.2f}"
                      if len(new) == len(old) and new else "—")
             out.append([clip, model, f"{len(old)} / {len(new)}", _bd(old, new), _bd(anchor, old), _bd(anchor, new),
-                        ratio])
+                        ratio, _landing(new)])
     return markdown(["clip", "model", "points fixed / rd", "BD-rate rd vs fixed", f"fixed vs {ANCHOR}",
-                     f"rd vs {ANCHOR}", "encode time rd / fixed"], out)
+                     f"rd vs {ANCHOR}", "encode time rd / fixed", "rd file bpp vs target"], out)
 
 
 @table
