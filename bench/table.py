@@ -214,8 +214,9 @@ ANCHOR = "x265-medium"
 
 def _landing(rows: list[dict]) -> str:
     """The file bpp of the points with a target (`--bpp`) against it: the range of bpp / target − 1."""
-    off = [r["bpp"] / r["config"]["target_bpp"] - 1.0 for r in rows if (r.get("config") or {}).get("target_bpp")]
-    return f"{min(off):+.1%} … {max(off):+.1%}".replace("%", " %").replace("-", "−") if off else "—"
+    from eval.bdrate import percent_text
+    off = [100.0 * (r["bpp"] / r["config"]["target_bpp"] - 1.0) for r in rows if r["config"].get("target_bpp")]
+    return f"{percent_text(min(off))} … {percent_text(max(off))}" if off else "—"
 
 
 def _bd(anchor: list[dict], test: list[dict]) -> str:

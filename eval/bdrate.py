@@ -58,6 +58,11 @@ def bd_rate_text(anchor_rate: Sequence[float], anchor_q: Sequence[float],
         value = bd_rate(anchor_rate, anchor_q, test_rate, test_q)
     except ValueError:
         return "n/a"
+    return percent_text(value)
+
+
+def percent_text(value: float) -> str:
+    """A signed percentage as a table cell: "−12.3 %", "+0.4 %" (a true minus sign)."""
     return f"{value:+.1f} %".replace("-", "−")
 
 
