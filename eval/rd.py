@@ -22,7 +22,7 @@ from eval.results import Row, append_row, done_keys, new_row, read_rows, row_key
 from inr import registry
 from inr.config import Geometry
 from inr.errors import ConfigError
-from train import presets, rd
+from train import presets
 from train.encode import encode, make_config, params_for_bpp
 
 BPP_RANGE = (0.02, 0.5)   # INR points are spread log-uniformly over this range of target bpp
@@ -103,7 +103,7 @@ def _rd_config(model: str, geometry: Geometry, bpp: float):
     """The model config of a rate-distortion point: sized for the target, or the smallest there is."""
     name = model.removesuffix(RD)
     try:
-        return make_config(name, geometry, bpp=bpp, bits_per_param=rd.CONTROL_BITS_PER_PARAM)
+        return make_config(name, geometry, bpp=bpp, bits_per_param=presets.rd_bits_per_param(name, bpp))
     except ConfigError:
         return make_config(name, geometry, n_params=_smallest_size(name, geometry, 8))
 

@@ -222,6 +222,15 @@ def finalize(config: HNeRVConfig, variables, aux, frames, batch: int = 16):
 # 0.0918, 0.7: 25.84 dB at 0.0882 (fit + 6-bit QAT at 45k parameters: 25.63 dB at 0.0894). NeRV and CAM
 # lose at 0.4 (NeRV 27.01 → 26.55 dB, CAM 27.92 → 27.63 dB), so it is this family's own.
 RD_FIT_SHARE = 0.5
+# --bpp under rate-distortion training sizes HNeRV for these file bits per parameter (train.presets.Preset.
+# rd_bits_per_param): its best size grows much more slowly than its rate. Measured on carphone (30 + 3 epochs,
+# one fit each; file PSNR @ file bpp; share 0.7 unless said): 0.02: 28k 20.62 dB, 45k 21.42, 60k 21.15;
+# 0.043: 45k 23.47, 71.6k 23.99 (share 0.5: 24.63); 0.1: 54.7k 25.55 @0.089, 113.6k 27.12 @0.1005 (share 0.5:
+# 27.02 @0.103); 0.2: 113.6k 28.17 (share 0.5: 27.88), 150k 27.58, 202k 27.19. Sized for 3 bits per parameter
+# (the default) the sweep had 20k 20.62, 43k 23.35, 95k 26.62 @0.094, 202k 27.66 at share 0.5. The same bits
+# per parameter on bigbuckbunny 320×180 (share 0.7): 0.02: 117k 23.16 dB (51k at 3 bits: 22.49); 0.2: 292k
+# 28.81 dB, 200k 28.05 (507k at 3 bits: 28.20).
+RD_BITS_PER_PARAM = ((0.02, 1.35), (0.043, 1.83), (0.1, 2.68), (0.2, 5.35))
 
 
 def count_params(config) -> int:
@@ -231,5 +240,5 @@ def count_params(config) -> int:
 SPEC = register(ModelSpec(
     name="hnerv", model_id=2, config_cls=HNeRVConfig, init=init, render=render,
     for_size=HNeRVConfig.for_size, init_aux=init_aux, train_render=train_render, finalize=finalize,
-    preset=dict(FAMILY_PRESET, rd_fit_share=RD_FIT_SHARE), embeddings=r"latents/.*",
+    preset=dict(FAMILY_PRESET, rd_fit_share=RD_FIT_SHARE, rd_bits_per_param=RD_BITS_PER_PARAM), embeddings=r"latents/.*",
     description="HNeRV: ConvNeXt-encoded per-frame embeddings -> conv/PixelShuffle decoder"))

@@ -22,7 +22,7 @@ from inr import registry
 from inr.config import Geometry
 from inr.errors import ConfigError
 from inr.video import Video, bundled_clip, read_video, write_video
-from train import presets, rd
+from train import presets
 from train.checkpoint import Checkpointer
 from train.encode import Diverged, Encoded, encode, make_config, run_id
 from train.loop import Interrupted
@@ -80,9 +80,9 @@ def _train_config(args, model: str, config) -> TrainConfig:
 
 def make_fit_config(args, geometry: Geometry):
     """The model config a fit's options ask for: --size, or a size for the --bpp target (under --pipeline
-    rd with room for the rate term: train.rd.CONTROL_BITS_PER_PARAM), or the preset's size."""
+    rd with room for the rate term: the family's train.presets.rd_bits_per_param), or the preset's size."""
     size = None if args.bpp else (args.size or presets.preset(args.model).size)
-    per_param = rd.CONTROL_BITS_PER_PARAM if args.pipeline == "rd" else None
+    per_param = presets.rd_bits_per_param(args.model, args.bpp) if args.pipeline == "rd" and args.bpp else None
     return make_config(args.model, geometry, n_params=size, bpp=args.bpp, bits=args.bits, bits_per_param=per_param)
 
 

@@ -5,8 +5,10 @@ turns one into a schedule. Measured results on carphone are in bench/README.md (
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from inr import registry
+from train import rd
 from train.schedule import RD_SHARES, Phase, TrainConfig, standard
 
 
@@ -18,12 +20,30 @@ class Preset:
     epochs: float      # fitting epochs before the prune / QAT fine-tunes
     loss: str = "l2"
     rd_fit_share: float = RD_SHARES[0]   # rate-distortion schedules: the float fit's share of the epochs
+    # --bpp under rate-distortion training sizes the model for this many file bits per parameter, as
+    # (target bpp, bits) pairs: linear in log-log between them, held past the ends; () is
+    # train.rd.CONTROL_BITS_PER_PARAM at every rate
+    rd_bits_per_param: tuple = ()
 
 
 def preset(model: str) -> Preset:
     """The preset of a model string's family ('hnerv:cam_nodes=30' uses hnerv's)."""
     spec = registry.parse(model)[0]
     return Preset(**spec.preset)
+
+
+def rd_bits_per_param(model: str, bpp: float) -> float:
+    """File bits per parameter `model`'s rate-distortion fit is sized for at the target `bpp`."""
+    table = sorted(preset(model).rd_bits_per_param)
+    if not table:
+        return rd.CONTROL_BITS_PER_PARAM
+    if bpp <= table[0][0]:
+        return float(table[0][1])
+    for (b0, v0), (b1, v1) in zip(table, table[1:]):
+        if bpp <= b1:
+            t = math.log(bpp / b0) / math.log(b1 / b0)
+            return float(math.exp(math.log(v0) + t * math.log(v1 / v0)))
+    return float(table[-1][1])
 
 
 def train_config(model: str, epochs: float | None = None, lr: float | None = None, prune: float = 0.0,

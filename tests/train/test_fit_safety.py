@@ -15,9 +15,13 @@ import numpy as np
 import pytest
 from tqdm import tqdm
 
+import eval.cli
 import inr
+import inr.sizing
 import train.cli
 import train.encode
+import train.presets
+import train.rd
 from codec import api
 from codec.api import QuantPolicy
 from eval.cli import main
@@ -271,3 +275,28 @@ def test_a_bpp_target_sizes_a_model_by_its_familys_bits_per_parameter():
     g = Geometry.of(120, 144, 176)
     assert train.encode.params_for_bpp(inr.registry.get("nirvana"), g, 0.5, 8) == 1_267_200
     assert train.encode.params_for_bpp(inr.registry.get("nerv"), g, 0.5, 8) == 202_752
+
+
+def test_rate_distortion_sizing_follows_the_familys_bits_per_parameter_table(monkeypatch):
+    # A table of (bpp, bits) pairs is linear in log-log between its points and held past its ends: between
+    # (0.02, 1.3) and (0.2, 5.2) the geometric mean 0.2/sqrt(10) ≈ 0.0632 gets sqrt(1.3·5.2) = 2.6 bits
+    fake = train.presets.Preset(size=1000, lr=1e-3, beta1=0.9, epochs=1, rd_bits_per_param=((0.2, 5.2), (0.02, 1.3)))
+    monkeypatch.setattr(train.presets, "preset", lambda model: fake)
+    bits = train.presets.rd_bits_per_param
+    assert bits("x", 0.2 / 10**0.5) == pytest.approx(2.6, rel=1e-9)
+    assert (bits("x", 0.001), bits("x", 0.02), bits("x", 0.2), bits("x", 3.0)) == (1.3, 1.3, 5.2, 5.2)
+    monkeypatch.undo()
+    assert train.presets.rd_bits_per_param("cam", 0.05) == train.rd.CONTROL_BITS_PER_PARAM == 3.0   # no table
+
+
+@pytest.mark.parametrize("bpp", [0.02, 0.05, 0.2])
+def test_nerva_fit_sizes_a_rate_distortion_model_by_its_familys_table(bpp):
+    # `nerva fit --pipeline rd --bpp B` asks for B·pixels / bits parameters, `bits` from the family's table;
+    # for_size rounds down to a buildable config (never above the budget, and within 15 % of it here)
+    g = Geometry.of(120, 144, 176)
+    args = eval.cli.build_parser().parse_args(["fit", "x.mp4", "-o", "x.nerva", "--model", "hnerv",
+                                                "--pipeline", "rd", "--bpp", str(bpp)])
+    train.cli.check_fit_options(args)
+    budget = bpp * 120 * 144 * 176 / train.presets.rd_bits_per_param("hnerv", bpp)
+    n = inr.sizing.count(inr.registry.get("hnerv").init, train.cli.make_fit_config(args, g))
+    assert 0.85 * budget <= n <= budget
