@@ -215,13 +215,18 @@ def finalize(config: HNeRVConfig, variables, aux, frames, batch: int = 16):
     return {**variables, "latents": {"embedding": jnp.concatenate(embs, axis=0)}}
 
 
-# The float fit's share of a rate-distortion schedule (train.schedule.RD_SHARES; NeRV's 0.1 elsewhere). The
-# encoder trains only in the float fit, whose embeddings become the stored latents, so a short fit leaves
-# them poor. Measured on carphone (~90k parameters, --bpp 0.09, 30 + 3 epochs, one run each):
-# share 0.1: 25.18 dB at 0.0910 bpp, 0.25: 25.50 dB at 0.0920, 0.4: 26.33 dB at 0.0918, 0.5: 26.62 dB at
-# 0.0918, 0.7: 25.84 dB at 0.0882 (fit + 6-bit QAT at 45k parameters: 25.63 dB at 0.0894). NeRV and CAM
-# lose at 0.4 (NeRV 27.01 → 26.55 dB, CAM 27.92 → 27.63 dB), so it is this family's own.
-RD_FIT_SHARE = 0.5
+# The float fit's share of a rate-distortion schedule (train.schedule.RD_SHARES; NeRV's 0.1 elsewhere), by
+# target bpp (train.presets.Preset.rd_fit_share). The encoder trains only in the float fit, whose embeddings
+# become the stored latents, so a short fit leaves them poor. Measured on carphone (~90k parameters, --bpp 0.09,
+# 30 + 3 epochs, one run each): share 0.1: 25.18 dB at 0.0910 bpp, 0.25: 25.50 dB at 0.0920, 0.4: 26.33 dB at
+# 0.0918, 0.5: 26.62 dB at 0.0918, 0.7: 25.84 dB at 0.0882 (fit + 6-bit QAT at 45k parameters: 25.63 dB at
+# 0.0894). NeRV and CAM lose at 0.4 (NeRV 27.01 → 26.55 dB, CAM 27.92 → 27.63 dB), so it is this family's own.
+# Sized by RD_BITS_PER_PARAM (below) the noisy phase pays less at high rates, where the steps are fine:
+# carphone 0.043 bpp (71.5k): 0.5: 24.63 dB, 0.7: 23.99; 0.1 (113.6k): 0.5: 27.02 @0.103, 0.7: 27.12 @0.1005;
+# 0.2 (112.6k): 0.5: 27.87 @0.196, 0.7: 28.17, 0.85: 28.13 @0.1946; bigbuckbunny 320×180 0.2 (281.6k): 0.5:
+# 27.90 @0.1956, 0.7: 28.14 @0.1929. A lower learning rate for the noisy phase (0.3 of the fit's instead of
+# 1) lost at 0.2 on carphone: 26.94 dB (share 0.5), 27.85 (0.7).
+RD_FIT_SHARE = ((0.043, 0.5), (0.2, 0.7))
 # --bpp under rate-distortion training sizes HNeRV for these file bits per parameter (train.presets.Preset.
 # rd_bits_per_param): its best size grows much more slowly than its rate. Measured on carphone (30 + 3 epochs,
 # one fit each; file PSNR @ file bpp; share 0.7 unless said): 0.02: 28k 20.62 dB, 45k 21.42, 60k 21.15;

@@ -19,7 +19,10 @@ class Preset:
     beta1: float       # Adam β1 (the references use 0.5 for NeRV, 0.9 for HNeRV)
     epochs: float      # fitting epochs before the prune / QAT fine-tunes
     loss: str = "l2"
-    rd_fit_share: float = RD_SHARES[0]   # rate-distortion schedules: the float fit's share of the epochs
+    # rate-distortion schedules: the float fit's share of the epochs, one number or (target bpp, share)
+    # pairs: linear in log bpp between them, held past the ends; a fit at a fixed λ (no target) takes the
+    # lowest rate's share
+    rd_fit_share: float | tuple = RD_SHARES[0]
     # --bpp under rate-distortion training sizes the model for this many file bits per parameter, as
     # (target bpp, bits) pairs: linear in log-log between them, held past the ends; () is
     # train.rd.CONTROL_BITS_PER_PARAM at every rate
@@ -34,15 +37,29 @@ def preset(model: str) -> Preset:
 
 def rd_bits_per_param(model: str, bpp: float) -> float:
     """File bits per parameter `model`'s rate-distortion fit is sized for at the target `bpp`."""
-    table = sorted(preset(model).rd_bits_per_param)
-    if not table:
-        return rd.CONTROL_BITS_PER_PARAM
+    table = preset(model).rd_bits_per_param
+    return _along(table, bpp, log_values=True) if table else rd.CONTROL_BITS_PER_PARAM
+
+
+def rd_fit_share(model: str, bpp: float) -> float:
+    """The float fit's share of `model`'s rate-distortion schedule at the target `bpp` (0: a fit at a fixed λ)."""
+    share = preset(model).rd_fit_share
+    if isinstance(share, (int, float)):
+        return float(share)
+    return _along(share, bpp, log_values=False) if bpp > 0 else float(min(share)[1])
+
+
+def _along(table, bpp: float, log_values: bool) -> float:
+    """The value of a (bpp, value) table at `bpp`: linear in log bpp (and in log value where `log_values`)
+    between its points, held past its ends."""
+    table = sorted(table)
     if bpp <= table[0][0]:
         return float(table[0][1])
+    f, inv = (math.log, math.exp) if log_values else (float, float)
     for (b0, v0), (b1, v1) in zip(table, table[1:]):
         if bpp <= b1:
             t = math.log(bpp / b0) / math.log(b1 / b0)
-            return float(math.exp(math.log(v0) + t * math.log(v1 / v0)))
+            return float(inv(f(v0) + t * (f(v1) - f(v0))))
     return float(table[-1][1])
 
 
@@ -56,7 +73,7 @@ def train_config(model: str, epochs: float | None = None, lr: float | None = Non
     spec = registry.parse(model)[0]
     train = standard(epochs or p.epochs, lr=lr or p.lr, prune=prune, qat_epochs=qat_epochs, batch=batch,
                      seed=seed, loss=p.loss, rate_weight=rate_weight, target_bpp=target_bpp,
-                     rd_fit_share=p.rd_fit_share)
+                     rd_fit_share=rd_fit_share(model, target_bpp))
     phases = family_phases(spec, config, train.phases, epochs or p.epochs, lr or p.lr)
     return dataclasses.replace(train, phases=phases, beta1=p.beta1)
 

@@ -225,11 +225,20 @@ def test_a_family_preset_sets_the_float_fits_share_of_a_rate_distortion_schedule
 
     def tiny(model):
         return inr.registry.get(model).config_cls.tiny(Geometry(4, 32, 48))
-    # HNeRV's preset: half the 33 epochs to the float fit (whose encoder makes the stored embeddings),
-    # the noisy phase all but the straight-through tenth; NeRV keeps the default tenth
+    # HNeRV's preset: at 0.043 bpp and below half the 33 epochs to the float fit (whose encoder makes the
+    # stored embeddings), the noisy phase all but the straight-through tenth; 0.7 at 0.2 bpp and above, and
+    # halfway between (0.6) at their geometric mean; a fit at a fixed λ takes the lowest rate's share
+    def epochs(**target):
+        return [(p.name, p.epochs) for p in presets.train_config("hnerv", 30, config=tiny("hnerv"), **target).phases]
+    for bpp in (0.01, 0.043):
+        assert epochs(target_bpp=bpp) == [("fit", pytest.approx(16.5)), ("rd", pytest.approx(13.2)),
+                                          ("ste", pytest.approx(3.3))]
+    assert epochs(rate_weight=0.01) == epochs(target_bpp=0.043)
+    for bpp in (0.2, 0.5):
+        assert epochs(target_bpp=bpp) == [("fit", pytest.approx(23.1)), ("rd", pytest.approx(6.6)),
+                                          ("ste", pytest.approx(3.3))]
+    assert epochs(target_bpp=(0.043 * 0.2) ** 0.5)[0] == ("fit", pytest.approx(19.8))
     hnerv = presets.train_config("hnerv", 30, config=tiny("hnerv"), target_bpp=0.1)
-    assert [(p.name, p.epochs) for p in hnerv.phases] == [("fit", pytest.approx(16.5)), ("rd", pytest.approx(13.2)),
-                                                          ("ste", pytest.approx(3.3))]
     assert hnerv.phases[0].use_encoder and not hnerv.phases[1].use_encoder
     nerv = presets.train_config("nerv", 30, config=tiny("nerv"), target_bpp=0.1)
     assert nerv.phases[0].epochs == pytest.approx(3.3)
