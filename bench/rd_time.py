@@ -15,7 +15,6 @@ rows. Expected runtime on 2 CPU cores: about 30 minutes for the default models.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -27,7 +26,7 @@ from pathlib import Path
 
 from eval.results import git_commit
 from speed import others_busy   # bench/speed.py (Python puts the script's folder on sys.path)
-from table import ROOT, RESULTS, print_table, provenance
+from table import ROOT, fit_bench_parser, print_table, provenance, record
 
 COMPILED = re.compile(r"Finished XLA compilation of .* in ([0-9.]+) sec")
 COLUMNS = [("codec", "model", "{}"), ("pipeline", "pipeline", "{}"), ("params", "params", "{:,}"),
@@ -57,13 +56,7 @@ def fit(clip: Path, model: str, pipeline: str, bpp: float, epochs: float, out: P
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--clip", default="carphone", help="a bundled clip (carphone, bigbuckbunny)")
-    ap.add_argument("--models", default="nerv,cam,hnerv,nervpp")
-    ap.add_argument("--bpp", type=float, default=0.09)
-    ap.add_argument("--epochs", type=float, default=30)
-    ap.add_argument("--out", type=Path, default=RESULTS)
-    args = ap.parse_args(argv)
+    args = fit_bench_parser(__doc__, "nerv,cam,hnerv,nervpp").parse_args(argv)
     from inr.video import bundled_clip
     clip = bundled_clip(args.clip)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -72,10 +65,7 @@ def main(argv=None) -> int:
         for model in args.models.split(","):
             for pipeline in ("fixed", "rd"):
                 row = fit(clip, model, pipeline, args.bpp, args.epochs, Path(tmp) / f"{model}_{pipeline}.nerva")
-                row.update(clip=args.clip, commit=rev)
-                rows.append(row)
-                with results.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
+                record(results, rows, {**row, "clip": args.clip, "commit": rev})
                 print(f"done {model} {pipeline}: {row['encode_s']:.1f} s, {row['psnr']:.2f} dB at "
                       f"{row['bpp']:.4f} bpp", flush=True)
     print_table(rows, COLUMNS)

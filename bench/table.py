@@ -41,6 +41,17 @@ def markdown(headers: list[str], cells: list[list[str]]) -> str:
     return "\n".join("| " + " | ".join(line) + " |" for line in lines)
 
 
+def fit_bench_parser(doc: str, models: str) -> argparse.ArgumentParser:
+    """The options of a benchmark that fits families at one target bpp on a bundled clip."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--clip", default="carphone", help="a bundled clip (carphone, bigbuckbunny)")
+    ap.add_argument("--models", default=models)
+    ap.add_argument("--bpp", type=float, default=0.09)
+    ap.add_argument("--epochs", type=float, default=30)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    return ap
+
+
 def provenance(cpu_busy_before: float | None = None) -> dict:
     """Where and when a benchmark ran: recorded with its figures."""
     import jax
@@ -50,6 +61,14 @@ def provenance(cpu_busy_before: float | None = None) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ the rows
+
+def record(path: Path, rows: list[dict], row: dict) -> None:
+    """Appends a benchmark's `row` to `rows` and at once as one JSON line to `path`, so that a run killed
+    later keeps the rows it finished."""
+    rows.append(row)
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
 
 def jsonl(name: str) -> list[dict]:
     """Every row of bench/results/<name>, in file order."""
@@ -277,6 +296,24 @@ def rd_time() -> str:
                         f"{new['encode_s'] / old['encode_s']:.2f}"])
     return markdown(["clip", "model", "target bpp", "params fixed / rd", "bpp fixed / rd", "PSNR dB fixed / rd",
                      "encode s fixed / rd", "compile s fixed / rd", "encode time rd / fixed"], out)
+
+
+@table
+def step_search() -> str:
+    """bench/README: bench/step_search.py's rows of the newest commit that has any, per clip: each family's
+    rate-distortion file before and after the per-tensor step search (results/step_search_<clip>.jsonl)."""
+    from eval.bdrate import percent_text
+    out = []
+    for path in sorted(RESULTS.glob("step_search_*.jsonl")):
+        rows = jsonl(path.name)
+        for r in rows:
+            if r["commit"] == rows[-1]["commit"]:
+                out.append([r["clip"], r["codec"], f"{r['target_bpp']:g}", f"{r['params']:,}",
+                            f"{r['psnr_before']:.3f} / {r['psnr_after']:.3f}", f"{r['bpp_before']:.5f} / {r['bpp_after']:.5f}",
+                            f"{r['changed']} of {r['tensors']}", percent_text(100 * r["rate_saved"]),
+                            f"{r['search_s']:.0f} / {r['encode_s']:.0f}"])
+    return markdown(["clip", "model", "target bpp", "params", "PSNR dB before / after", "bpp before / after",
+                     "tensors changed", "rate saved at equal MSE", "search s / encode s"], out)
 
 
 @table

@@ -1,0 +1,110 @@
+"""Post-training refinement of rate-distortion files (issue 14, item 4): does a search of each tensor's
+quantization step by the real rate-distortion cost pay, after training has learned the steps?
+
+    python bench/step_search.py                       # carphone, nerv,hnerv,nervpp at 0.09 bpp, 30 + 3 epochs
+    python bench/step_search.py --models nerv --bpp 0.05
+
+Each model is fitted as `nerva rd` fits its MODEL+rd point (sized by train.presets.rd_bits_per_param, λ
+following the target). Then, tensor by tensor in sorted path order, the step(s) the file stores (the landing
+factor applied) are scaled by each of FACTORS, and a change is kept where the real file's cost
+J = MSE + λ · bpp falls: MSE of the decoded file against the clip, bpp from its bytes, λ the fit's final rate
+weight (the training loss's own unit). One pass over the tensors. A fall ΔJ is worth ΔJ / λ bpp at equal MSE
+to first order, reported as a share of the file's bpp ("rate saved"). Rows go to
+bench/results/step_search_<clip>.jsonl; `python bench/table.py step-search` prints them. Expected runtime on 2
+CPU cores: about 10 minutes for the default models.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from codec import api
+from codec.api import QuantPolicy
+from codec.decoder import decode_frames, measure_file
+from eval.results import git_commit
+from inr.config import Geometry
+from inr.video import bundled_clip, read_video
+from speed import others_busy   # bench/speed.py (Python puts the script's folder on sys.path)
+from table import fit_bench_parser, print_table, provenance, record
+from train import presets, rd
+from train.encode import encode, make_config
+
+FACTORS = (0.8, 1.25)   # each tried in turn on a tensor's steps; the first that lowers J is kept
+COLUMNS = [("codec", "model", "{}"), ("params", "params", "{:,}"), ("psnr_before", "PSNR dB before", "{:.3f}"),
+           ("psnr_after", "after", "{:.3f}"), ("bpp_before", "bpp before", "{:.5f}"), ("bpp_after", "after", "{:.5f}"),
+           ("rate_saved", "rate saved", "{:.2%}"), ("changed", "tensors changed", "{}"),
+           ("search_s", "search s", "{:.1f}"), ("encode_s", "encode s", "{:.1f}")]
+
+
+def search(config, frames: np.ndarray, enc, factors=FACTORS) -> dict:
+    """Coordinate search of per-tensor step factors on the fitted `enc` (train.encode.Encoded) by J."""
+    res = enc.fit
+    lam, pixels = float(res.final_lambda), config.geometry.pixels
+    source = frames.astype(np.float32)
+
+    def cost(steps: dict) -> tuple[float, float, float]:
+        _, data = rd.file_of(config, res.variables, res.aux, steps, QuantPolicy())
+        cfg, variables = api.decompress(data)
+        mse = float(np.mean((decode_frames(cfg, variables).astype(np.float32) - source) ** 2)) / 255.0 ** 2
+        bpp = 8 * len(data) / pixels
+        return mse + lam * bpp, mse, bpp
+
+    t = time.perf_counter()
+    current = {p: np.asarray(s, np.float32) * np.float32(res.step_scale) for p, s in res.steps.items()}
+    j0, _, bpp0 = best = cost(current)
+    changed = 0
+    for path in sorted(current):
+        for f in factors:
+            trial = {**current, path: current[path] * np.float32(f)}
+            c = cost(trial)
+            if c[0] < best[0]:
+                current, best, changed = trial, c, changed + 1
+                break
+    return {"steps": current, "lambda": lam, "j_before": j0, "j_after": best[0], "changed": changed,
+            "tensors": len(current), "rate_saved": (j0 - best[0]) / (lam * bpp0), "search_s": time.perf_counter() - t}
+
+
+def run(model: str, frames: np.ndarray, fps: float, bpp: float, epochs: float) -> dict:
+    geometry = Geometry.of(*frames.shape[:3], fps=fps)
+    config = make_config(model, geometry, bpp=bpp, bits_per_param=presets.rd_bits_per_param(model, bpp))
+    train = presets.train_config(model, epochs, config=config, target_bpp=bpp)
+    busy = others_busy()
+    t = time.perf_counter()
+    enc = encode(config, frames, train, QuantPolicy())
+    encode_s = time.perf_counter() - t
+    found = search(config, frames, enc)
+    _, after = rd.file_of(config, enc.fit.variables, enc.fit.aux, found.pop("steps"), QuantPolicy())
+    reports = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in (("before", enc.data), ("after", after)):
+            path = Path(tmp) / f"{name}.nerva"
+            path.write_bytes(data)
+            reports.append(measure_file(path, frames))
+    return {"codec": model, "target_bpp": bpp, "epochs": epochs, "params": sum(q.symbols.size for q in enc.quantized.values()),
+            "psnr_before": reports[0].quality.psnr, "psnr_after": reports[1].quality.psnr,
+            "bpp_before": reports[0].bpp, "bpp_after": reports[1].bpp, "encode_s": encode_s, "factors": list(FACTORS),
+            **found, **provenance(busy)}
+
+
+def main(argv=None) -> int:
+    args = fit_bench_parser(__doc__, "nerv,hnerv,nervpp").parse_args(argv)
+    video = read_video(bundled_clip(args.clip))
+    args.out.mkdir(parents=True, exist_ok=True)
+    results, rows, rev = args.out / f"step_search_{args.clip}.jsonl", [], git_commit()
+    for model in args.models.split(","):
+        record(results, rows, {**run(model, video.frames, video.fps, args.bpp, args.epochs), "clip": args.clip,
+                               "commit": rev})
+        r = rows[-1]
+        print(f"done {model}: {r['psnr_before']:.3f} -> {r['psnr_after']:.3f} dB, {r['bpp_before']:.5f} -> "
+              f"{r['bpp_after']:.5f} bpp, rate saved {r['rate_saved']:.2%}", flush=True)
+    print_table(rows, COLUMNS)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
