@@ -115,7 +115,8 @@ def count_params(config) -> int:
 # --bpp under rate-distortion training sizes NeRV for these file bits per parameter (train.presets.Preset.
 # rd_bits_per_param; 3 elsewhere): at low rates a larger model at fewer bits each wins. Measured on carphone
 # (30 epochs, one fit each; file PSNR @ file bpp): 0.02 bpp, 20k parameters (3 bits) 23.30 dB @0.0195, 40k
-# (1.5 bits) 23.84 dB @0.0197. From 0.1 up the 3 bits of the earlier sweeps hold (not measured against others).
+# (1.5 bits) 23.84 dB @0.0197. From 0.1 up the 3 bits of the earlier sweeps hold: at 0.2 bpp 128k (4.5 bits)
+# 28.08 dB @0.1959, 200k (3 bits) 28.51 @0.1927, 262k (2.2 bits) 28.59 @0.1960 (a wash with 3).
 RD_BITS_PER_PARAM = ((0.02, 1.52), (0.1, 3.0))
 
 SPEC = register(ModelSpec(

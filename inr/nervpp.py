@@ -158,7 +158,9 @@ def count_params(config) -> int:
 # --bpp under rate-distortion training sizes NeRV++ for these file bits per parameter (train.presets.Preset.
 # rd_bits_per_param). Measured on carphone (30 epochs, one fit each; file PSNR @ file bpp): 0.043 bpp, 43k
 # parameters (3 bits) 26.05 dB @0.0422, 72k (1.8 bits) 26.49 dB @0.0421; 0.093 bpp, 84k (3 bits) 27.99 dB
-# @0.0925, 65k (4 bits) 27.80 dB @0.0937. Below 0.043 it holds 1.8 (not measured there).
+# @0.0925, 65k (4 bits) 27.80 dB @0.0937; 0.02 bpp, 45k (1.3 bits) 24.59 dB @0.0198 against 24.74 at 1.8;
+# 0.2 bpp, 101k (6 bits) 28.64 dB @0.1960, 130k (4.5 bits) 28.92 @0.2040, 3 bits 29.38 @0.1947, 276k (2.2
+# bits) 29.40 @0.1973 (a wash with 3).
 RD_BITS_PER_PARAM = ((0.043, 1.82), (0.093, 3.0))
 
 SPEC = register(ModelSpec(
