@@ -302,7 +302,6 @@ def rd_time() -> str:
 def step_search() -> str:
     """bench/README: bench/step_search.py's rows of the newest commit that has any, per clip: each family's
     rate-distortion file before and after the per-tensor step search (results/step_search_<clip>.jsonl)."""
-    from eval.bdrate import percent_text
     out = []
     for path in sorted(RESULTS.glob("step_search_*.jsonl")):
         rows = jsonl(path.name)
@@ -310,10 +309,10 @@ def step_search() -> str:
             if r["commit"] == rows[-1]["commit"]:
                 out.append([r["clip"], r["codec"], f"{r['target_bpp']:g}", f"{r['params']:,}",
                             f"{r['psnr_before']:.3f} / {r['psnr_after']:.3f}", f"{r['bpp_before']:.5f} / {r['bpp_after']:.5f}",
-                            f"{r['changed']} of {r['tensors']}", percent_text(100 * r["rate_saved"]),
+                            f"{r['changed']} of {r['tensors']}", f"{r['psnr_after'] - r['psnr_before']:+.3f}".replace("-", "−"),
                             f"{r['search_s']:.0f} / {r['encode_s']:.0f}"])
     return markdown(["clip", "model", "target bpp", "params", "PSNR dB before / after", "bpp before / after",
-                     "tensors changed", "rate saved at equal MSE", "search s / encode s"], out)
+                     "tensors changed", "PSNR gain dB", "search s / encode s"], out)
 
 
 @table
