@@ -276,26 +276,26 @@ def rd_engine() -> str:
 
 @table
 def rd_time() -> str:
-    """bench/README: bench/rd_time.py's rows of the newest commit that has any, per clip: each family's fixed-bit
-    and rate-distortion fit at one target bpp, and the ratio of their encode times (results/rd_time_<clip>.jsonl)."""
+    """bench/README: bench/rd_time.py's newest pair of rows per family and clip (results/rd_time_<clip>.jsonl):
+    its fixed-bit and rate-distortion fit at one target bpp, the ratio of their encode times, and the commit
+    that measured them (a run of some families leaves the others' older pairs standing)."""
     out = []
     for path in sorted(RESULTS.glob("rd_time_*.jsonl")):
-        rows = jsonl(path.name)
-        newest = rows[-1]["commit"]
         pairs: dict[str, dict] = {}
-        for r in rows:
-            if r["commit"] == newest:
-                pairs.setdefault(r["codec"], {})[r["pipeline"]] = r
-        for model, p in pairs.items():
-            if set(p) != {"fixed", "rd"}:
+        for r in jsonl(path.name):   # oldest first: a later commit's pair replaces an earlier one
+            runs = pairs.setdefault(r["codec"], {})
+            runs.setdefault(r["commit"], {})[r["pipeline"]] = r
+        for model, runs in pairs.items():
+            done = [p for p in runs.values() if set(p) == {"fixed", "rd"}]
+            if not done:
                 continue
-            old, new = p["fixed"], p["rd"]
+            old, new = done[-1]["fixed"], done[-1]["rd"]
             out.append([old["clip"], model, f"{old['target_bpp']:g}", f"{old['params']:,} / {new['params']:,}",
                         f"{old['bpp']:.4f} / {new['bpp']:.4f}", f"{old['psnr']:.2f} / {new['psnr']:.2f}",
                         f"{old['encode_s']:.1f} / {new['encode_s']:.1f}", f"{old['compile_s']:.1f} / {new['compile_s']:.1f}",
-                        f"{new['encode_s'] / old['encode_s']:.2f}"])
+                        f"{new['encode_s'] / old['encode_s']:.2f}", new["commit"][:7]])
     return markdown(["clip", "model", "target bpp", "params fixed / rd", "bpp fixed / rd", "PSNR dB fixed / rd",
-                     "encode s fixed / rd", "compile s fixed / rd", "encode time rd / fixed"], out)
+                     "encode s fixed / rd", "compile s fixed / rd", "encode time rd / fixed", "commit"], out)
 
 
 @table
