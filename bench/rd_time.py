@@ -9,7 +9,7 @@ runs), the fixed pipeline (6 bits) and then the rate-distortion one for each mod
 shared machine falls on both. A row holds the CLI's summary (encode_s is the encoder's own clock: fit,
 quantization and file; wall_s adds start-up, reading the clip and the final decode), the seconds XLA spent
 compiling (from JAX_LOG_COMPILES), the commit and the machine's load before the run. Rows are appended to
-bench/results/rd_time_<clip>.jsonl; `python bench/table.py rd-time` prints the table of the last commit's
+bench/results/rd_time_<clip>.jsonl; `python bench/table.py rd-time` prints each family's newest pair of
 rows. Expected runtime on 2 CPU cores: about 30 minutes for the default models.
 """
 

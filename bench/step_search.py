@@ -11,7 +11,7 @@ J = MSE + λ · bpp falls: MSE of the decoded file against the clip, bpp from it
 weight (the training loss's own unit). One pass over the tensors; then one factor on all steps brings the file
 back to its first size, so that the PSNR before and after compare at (nearly) equal rate. Rows go to
 bench/results/step_search_<clip>.jsonl; `python bench/table.py step-search` prints them. Expected runtime on 2
-CPU cores: about 10 minutes for the default models.
+CPU cores: about 15 minutes for the default models (22 beside another fit).
 """
 
 from __future__ import annotations
