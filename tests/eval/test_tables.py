@@ -88,6 +88,21 @@ def test_first_rows_drops_every_row_of_the_named_codecs(tmp_path, capsys):
     assert "kept 2 of 4 rows" in out
 
 
+def test_the_encode_time_table_shows_each_familys_newest_complete_pair(tmp_path, monkeypatch):
+    def row(codec, pipeline, commit, encode_s):
+        return {"clip": "c", "codec": codec, "pipeline": pipeline, "commit": commit, "target_bpp": 0.09,
+                "params": 1000, "bpp": 0.09, "psnr": 25.0, "encode_s": encode_s, "compile_s": 1.0}
+    rows = [row("a", "fixed", "1" * 40, 10.0), row("a", "rd", "1" * 40, 20.0),     # a's old pair: 2.00
+            row("b", "fixed", "1" * 40, 10.0), row("b", "rd", "1" * 40, 11.0),     # b's only pair: 1.10
+            row("a", "fixed", "2" * 40, 10.0), row("a", "rd", "2" * 40, 13.0),     # a's newest pair: 1.30
+            row("a", "fixed", "3" * 40, 10.0)]                                     # a half-run: no pair
+    (tmp_path / "rd_time_c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setattr(table, "RESULTS", tmp_path)
+    body = [line.split(" | ") for line in table.rd_time().splitlines()[2:]]
+    assert [(cells[1], cells[-2], cells[-1].rstrip(" |")) for cells in body] == [("a", "1.30", "2222222"),
+                                                                                  ("b", "1.10", "1111111")]
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "bench" / "results").glob("*.jsonl")), ids=lambda p: p.name)
 def test_a_committed_results_file_holds_each_run_key_once(path):
     keys = collections.Counter(json.loads(line).get("key") for line in path.read_text().splitlines())
