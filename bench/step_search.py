@@ -69,7 +69,6 @@ def search(config, frames: np.ndarray, enc, factors=FACTORS) -> dict:
             if j < best:
                 current, best, changed = trial, j, changed + 1
                 break
-    searched = best
     # coarser steps make a smaller file: bisect log(factor) in [-ln 2, ln 2] towards enc's size
     lo, hi, nearest = -np.log(2.0), np.log(2.0), (abs(len(file_of(current)) - len(enc.data)), current)
     for _ in range(RELAND_ITERATIONS):
@@ -78,7 +77,7 @@ def search(config, frames: np.ndarray, enc, factors=FACTORS) -> dict:
         size = len(file_of(trial))
         nearest = min(nearest, (abs(size - len(enc.data)), trial), key=lambda x: x[0])
         lo, hi = (mid, hi) if size > len(enc.data) else (lo, mid)
-    return {"data": file_of(nearest[1]), "lambda": lam, "j_before": j0, "j_searched": searched, "changed": changed,
+    return {"data": file_of(nearest[1]), "lambda": lam, "j_before": j0, "j_searched": best, "changed": changed,
             "tensors": len(current), "search_s": time.perf_counter() - t}
 
 

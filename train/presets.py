@@ -19,10 +19,10 @@ class Preset:
     beta1: float       # Adam β1 (the references use 0.5 for NeRV, 0.9 for HNeRV)
     epochs: float      # fitting epochs before the prune / QAT fine-tunes
     loss: str = "l2"
-    # rate-distortion schedules: the float fit's share of the epochs, one number or (target bpp, share)
-    # pairs: linear in log bpp between them, held past the ends; a fit at a fixed λ (no target) takes the
-    # lowest rate's share
-    rd_fit_share: float | tuple = RD_SHARES[0]
+    # rate-distortion schedules: the float fit's share of the epochs as (target bpp, share) pairs: linear in
+    # log bpp between them, held past the ends (one pair: that share at every rate), so that a fit at a fixed
+    # λ (no target, bpp 0) takes the lowest rate's share
+    rd_fit_share: tuple = ((0.1, RD_SHARES[0]),)
     # --bpp under rate-distortion training sizes the model for this many file bits per parameter, as
     # (target bpp, bits) pairs: linear in log-log between them, held past the ends; () is
     # train.rd.CONTROL_BITS_PER_PARAM at every rate
@@ -43,10 +43,7 @@ def rd_bits_per_param(model: str, bpp: float) -> float:
 
 def rd_fit_share(model: str, bpp: float) -> float:
     """The float fit's share of `model`'s rate-distortion schedule at the target `bpp` (0: a fit at a fixed λ)."""
-    share = preset(model).rd_fit_share
-    if isinstance(share, (int, float)):
-        return float(share)
-    return _along(share, bpp, log_values=False) if bpp > 0 else float(min(share)[1])
+    return _along(preset(model).rd_fit_share, bpp, log_values=False)
 
 
 def _along(table, bpp: float, log_values: bool) -> float:
