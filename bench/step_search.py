@@ -4,7 +4,7 @@ quantization step by the real rate-distortion cost pay, after training has learn
     python bench/step_search.py                       # carphone, nerv,hnerv,nervpp at 0.09 bpp, 30 + 3 epochs
     python bench/step_search.py --models nerv --bpp 0.05
 
-Each model is fitted as `nerva rd` fits its MODEL+rd point (sized by train.presets.rd_bits_per_param, λ
+Each model is fitted as `nerva rd` fits its MODEL+rd point (sized by train.presets.rd_config, λ
 following the target). Then, tensor by tensor in sorted path order, the step(s) the file stores (the landing
 factor applied) are scaled by each of FACTORS, and a change is kept where the real file's cost
 J = MSE + λ · bpp falls: MSE of the decoded file against the clip, bpp from its bytes, λ the fit's final rate
@@ -32,7 +32,7 @@ from inr.video import bundled_clip, read_video
 from speed import others_busy   # bench/speed.py (Python puts the script's folder on sys.path)
 from table import fit_bench_parser, print_table, provenance, record
 from train import presets, rd
-from train.encode import encode, make_config
+from train.encode import encode
 
 FACTORS = (0.8, 1.25)   # each tried in turn on a tensor's steps; the first that lowers J is kept
 RELAND_ITERATIONS = 14  # bisection steps on one factor of all steps that brings the file back to its size
@@ -83,7 +83,7 @@ def search(config, frames: np.ndarray, enc, factors=FACTORS) -> dict:
 
 def run(model: str, frames: np.ndarray, fps: float, bpp: float, epochs: float) -> dict:
     geometry = Geometry.of(*frames.shape[:3], fps=fps)
-    config = make_config(model, geometry, bpp=bpp, bits_per_param=presets.rd_bits_per_param(model, bpp))
+    config = presets.rd_config(model, geometry, bpp)
     train = presets.train_config(model, epochs, config=config, target_bpp=bpp)
     busy = others_busy()
     t = time.perf_counter()

@@ -103,7 +103,7 @@ def _rd_config(model: str, geometry: Geometry, bpp: float):
     """The model config of a rate-distortion point: sized for the target, or the smallest there is."""
     name = model.removesuffix(RD)
     try:
-        return make_config(name, geometry, bpp=bpp, bits_per_param=presets.rd_bits_per_param(name, bpp))
+        return presets.rd_config(name, geometry, bpp)
     except ConfigError:
         return make_config(name, geometry, n_params=_smallest_size(name, geometry, 8))
 

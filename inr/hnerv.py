@@ -238,6 +238,24 @@ RD_FIT_SHARE = ((0.043, 0.5), (0.2, 0.7))
 RD_BITS_PER_PARAM = ((0.02, 1.35), (0.043, 1.83), (0.1, 2.68), (0.2, 5.35))
 
 
+# Under a bpp target the rate-distortion fit gives the embeddings about RD_EMBED_SHARE stored values per
+# pixel per target bpp (embed_channels = share · bpp · H·W / cells per frame, 2..16; 16 is the reference's):
+# every frame's embedding is paid for whatever the rate, so at low rates 16 channels crowd out the
+# decoder. Measured (30 + 3 epochs, one fit each, file PSNR; embed_channels 2/4/8/16): carphone (12 cells
+# per frame) 0.02 bpp: 22.88 / 22.94 / 22.40 / 21.14 dB; 0.043: — / 25.27 / 25.09 / 24.64; 0.093: — /
+# 26.73 / 26.85 / 27.17; bigbuckbunny 320×180 (8 cells) 0.02: — / 23.33 / 23.43 / 22.82; 0.043: — / 24.98 /
+# — / 25.04. The best counts sit at 0.044–0.095 values per pixel per bpp on both clips; 0.065 is between.
+# The rule reads the default embedding grid (an embed_h / embed_w override is not followed).
+RD_EMBED_SHARE = 0.065
+
+
+def rd_fields(geometry: Geometry, bpp: float) -> dict:
+    """{'embed_channels': n}: RD_EMBED_SHARE · bpp stored embedding values per pixel."""
+    c = HNeRVConfig.with_width(geometry, LOWER_WIDTH)   # the embedding grid is the base grid at any width
+    per_cell = RD_EMBED_SHARE * bpp * geometry.height * geometry.width / (c.embed_h * c.embed_w)
+    return {"embed_channels": int(min(max(round(per_cell), 2), 16))}
+
+
 def count_params(config) -> int:
     return sizing.count(init, config)
 
@@ -245,5 +263,5 @@ def count_params(config) -> int:
 SPEC = register(ModelSpec(
     name="hnerv", model_id=2, config_cls=HNeRVConfig, init=init, render=render,
     for_size=HNeRVConfig.for_size, init_aux=init_aux, train_render=train_render, finalize=finalize,
-    preset=dict(FAMILY_PRESET, rd_fit_share=RD_FIT_SHARE, rd_bits_per_param=RD_BITS_PER_PARAM), embeddings=r"latents/.*",
+    rd_fields=rd_fields, preset=dict(FAMILY_PRESET, rd_fit_share=RD_FIT_SHARE, rd_bits_per_param=RD_BITS_PER_PARAM), embeddings=r"latents/.*",
     description="HNeRV: ConvNeXt-encoded per-frame embeddings -> conv/PixelShuffle decoder"))

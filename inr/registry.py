@@ -48,6 +48,10 @@ def standard_schedule(config, phases: list[dict], epochs: float, lr: float) -> l
     return phases
 
 
+def no_rd_fields(geometry, bpp: float) -> dict:
+    return {}
+
+
 def no_learned_steps(config, variables, aux) -> dict:
     return {}
 
@@ -104,6 +108,9 @@ class ModelSpec:
     # (config, standard phases as dicts of train.schedule.Phase fields, epochs, lr) -> the family's phases:
     # the standard fit -> prune -> QAT schedule, or its own (NIRVANA: one phase per group of frames)
     schedule: Callable = standard_schedule
+    rd_fields: Callable = no_rd_fields     # (geometry, target bpp) -> {config field: value}: what a rate-
+                                           # distortion fit under --bpp sets besides the size (under the
+                                           # model string's own fields), e.g. HNeRV's embedding channels
     fit_options: frozenset | None = None   # which of FIT_OPTIONS the family honours; None: all (--embed-bits
                                            # only with `embeddings`)
     # --- what is stored, and how ---

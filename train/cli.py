@@ -80,10 +80,12 @@ def _train_config(args, model: str, config) -> TrainConfig:
 
 def make_fit_config(args, geometry: Geometry):
     """The model config a fit's options ask for: --size, or a size for the --bpp target (under --pipeline
-    rd with room for the rate term: the family's train.presets.rd_bits_per_param), or the preset's size."""
+    rd with room for the rate term and the family's fields at that rate: train.presets.rd_config), or the
+    preset's size."""
+    if args.pipeline == "rd" and args.bpp:
+        return presets.rd_config(args.model, geometry, args.bpp)
     size = None if args.bpp else (args.size or presets.preset(args.model).size)
-    per_param = presets.rd_bits_per_param(args.model, args.bpp) if args.pipeline == "rd" and args.bpp else None
-    return make_config(args.model, geometry, n_params=size, bpp=args.bpp, bits=args.bits, bits_per_param=per_param)
+    return make_config(args.model, geometry, n_params=size, bpp=args.bpp, bits=args.bits)
 
 
 def _progress(quiet: bool):

@@ -91,12 +91,13 @@ def run_id(config, train: TrainConfig, policy: QuantPolicy, frames: np.ndarray) 
 
 
 def make_config(model: str, geometry: Geometry, n_params: int | None = None, bpp: float | None = None,
-                bits: int = 8, bits_per_param: float | None = None):
+                bits: int = 8, bits_per_param: float | None = None, defaults: dict | None = None):
     """The registered model's config for this video, sized by parameter count or by target bpp.
 
     `model` is a model string ('hnerv', or with config overrides 'hnerv:cam_nodes=30'; see
-    inr.registry.parse); the overrides take part in the sizing."""
+    inr.registry.parse); the overrides, over `defaults` (more config fields), take part in the sizing."""
     spec, overrides = registry.parse(model)
+    overrides = {**(defaults or {}), **overrides}
     if (n_params is None) == (bpp is None):
         raise ConfigError("give exactly one of a model size and a target bpp")
     if bpp is not None:

@@ -9,6 +9,7 @@ import math
 
 from inr import registry
 from train import rd
+from train.encode import make_config
 from train.schedule import RD_SHARES, Phase, TrainConfig, standard
 
 
@@ -39,6 +40,14 @@ def rd_bits_per_param(model: str, bpp: float) -> float:
     """File bits per parameter `model`'s rate-distortion fit is sized for at the target `bpp`."""
     table = preset(model).rd_bits_per_param
     return _along(table, bpp, log_values=True) if table else rd.CONTROL_BITS_PER_PARAM
+
+
+def rd_config(model: str, geometry, bpp: float):
+    """The model config of `model`'s rate-distortion fit at the target `bpp` on `geometry`: sized for its
+    rd_bits_per_param, with the family's fields for that rate (ModelSpec.rd_fields) under the model
+    string's own ('hnerv:embed_channels=8' wins)."""
+    fields = registry.parse(model)[0].rd_fields(geometry, bpp)
+    return make_config(model, geometry, bpp=bpp, bits_per_param=rd_bits_per_param(model, bpp), defaults=fields)
 
 
 def rd_fit_share(model: str, bpp: float) -> float:

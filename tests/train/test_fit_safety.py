@@ -300,3 +300,19 @@ def test_nerva_fit_sizes_a_rate_distortion_model_by_its_familys_table(bpp):
     budget = bpp * 120 * 144 * 176 / train.presets.rd_bits_per_param("hnerv", bpp)
     n = inr.sizing.count(inr.registry.get("hnerv").init, train.cli.make_fit_config(args, g))
     assert 0.85 * budget <= n <= budget
+
+
+def test_rate_distortion_sizing_gives_hnervs_embeddings_a_share_of_the_rate_under_the_model_strings_fields():
+    # 0.065 stored embedding values per pixel per bpp: carphone's 3×4 embedding grid at 0.02 bpp gets
+    # 0.065·0.02·176·144 / 12 = 2.75 -> 3 channels, bigbuckbunny 320×180's 2×4 grid 0.065·0.02·57,600 / 8 =
+    # 9.36 -> 9; 0.043 on carphone 5.9 -> 6; clamped to 2..16. The model string's own field wins, and the
+    # model is sized with the field set
+    carphone, bbb = Geometry.of(120, 144, 176), Geometry.of(132, 180, 320)
+    config = train.presets.rd_config
+    assert [config("hnerv", carphone, b).embed_channels for b in (0.005, 0.02, 0.043, 0.2)] == [2, 3, 6, 16]
+    assert [config("hnerv", bbb, b).embed_channels for b in (0.02, 0.043)] == [9, 16]
+    assert config("hnerv:embed_channels=5", carphone, 0.02).embed_channels == 5
+    assert config("nerv", carphone, 0.02) == train.encode.make_config(    # a family without fields: the size alone
+        "nerv", carphone, bpp=0.02, bits_per_param=train.presets.rd_bits_per_param("nerv", 0.02))
+    budget = 0.02 * carphone.pixels / train.presets.rd_bits_per_param("hnerv", 0.02)
+    assert 0.85 * budget <= inr.sizing.count(inr.registry.get("hnerv").init, config("hnerv", carphone, 0.02)) <= budget
