@@ -245,7 +245,11 @@ RD_BITS_PER_PARAM = ((0.02, 1.35), (0.043, 1.83), (0.1, 2.68), (0.2, 5.35))
 # per frame) 0.02 bpp: 22.88 / 22.94 / 22.40 / 21.14 dB; 0.043: — / 25.27 / 25.09 / 24.64; 0.093: — /
 # 26.73 / 26.85 / 27.17; bigbuckbunny 320×180 (8 cells) 0.02: — / 23.33 / 23.43 / 22.82; 0.043: — / 24.98 /
 # — / 25.04. The best counts sit at 0.044–0.095 values per pixel per bpp on both clips; 0.065 is between.
-# The rule reads the default embedding grid (an embed_h / embed_w override is not followed).
+# Swept with the rule (`nerva rd`, bench/README): carphone 3 channels 22.96 dB @0.0203, 6 ch 24.87 @0.0431,
+# 13 ch 26.88 @0.0964 (16 ch: 27.17 @0.0960: at 0.093 every smaller count measured lost 0.3–0.45 dB, so
+# the share there may want ≥ 0.08, which would give bigbuckbunny 12 at 0.02, between its 8 and 16);
+# bigbuckbunny 9 ch 23.23 @0.0198. The rule reads the default embedding grid (an embed_h / embed_w
+# override is not followed).
 RD_EMBED_SHARE = 0.065
 
 
