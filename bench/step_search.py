@@ -81,14 +81,20 @@ def search(config, frames: np.ndarray, enc, factors=FACTORS) -> dict:
             "tensors": len(current), "search_s": time.perf_counter() - t}
 
 
-def run(model: str, frames: np.ndarray, fps: float, bpp: float, epochs: float) -> dict:
+def fit_point(model: str, frames: np.ndarray, fps: float, bpp: float, epochs: float):
+    """(config, Encoded, encode seconds, others' CPU use before): `model` fitted as `nerva rd` fits its
+    MODEL+rd point at `bpp`."""
     geometry = Geometry.of(*frames.shape[:3], fps=fps)
     config = presets.rd_config(model, geometry, bpp)
     train = presets.train_config(model, epochs, config=config, target_bpp=bpp)
     busy = others_busy()
     t = time.perf_counter()
     enc = encode(config, frames, train, QuantPolicy())
-    encode_s = time.perf_counter() - t
+    return config, enc, time.perf_counter() - t, busy
+
+
+def run(model: str, frames: np.ndarray, fps: float, bpp: float, epochs: float) -> dict:
+    config, enc, encode_s, busy = fit_point(model, frames, fps, bpp, epochs)
     found = search(config, frames, enc)
     after = found.pop("data")
     reports = []

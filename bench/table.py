@@ -298,21 +298,34 @@ def rd_time() -> str:
                      "encode s fixed / rd", "compile s fixed / rd", "encode time rd / fixed", "commit"], out)
 
 
-@table
-def step_search() -> str:
-    """bench/README: bench/step_search.py's rows of the newest commit that has any, per clip: each family's
-    rate-distortion file before and after the per-tensor step search (results/step_search_<clip>.jsonl)."""
+def _refinement(name: str, changed: str, cell: Callable[[dict], str]) -> str:
+    """A refinement benchmark's rows (results/<name>_<clip>.jsonl) of the newest commit that has any, per clip:
+    each family's rate-distortion file before and after; `cell` gives the `changed` column."""
     out = []
-    for path in sorted(RESULTS.glob("step_search_*.jsonl")):
+    for path in sorted(RESULTS.glob(f"{name}_*.jsonl")):
         rows = jsonl(path.name)
         for r in rows:
             if r["commit"] == rows[-1]["commit"]:
                 out.append([r["clip"], r["codec"], f"{r['target_bpp']:g}", f"{r['params']:,}",
                             f"{r['psnr_before']:.3f} / {r['psnr_after']:.3f}", f"{r['bpp_before']:.5f} / {r['bpp_after']:.5f}",
-                            f"{r['changed']} of {r['tensors']}", f"{r['psnr_after'] - r['psnr_before']:+.3f}".replace("-", "−"),
+                            cell(r), f"{r['psnr_after'] - r['psnr_before']:+.3f}".replace("-", "−"),
                             f"{r['search_s']:.0f} / {r['encode_s']:.0f}"])
     return markdown(["clip", "model", "target bpp", "params", "PSNR dB before / after", "bpp before / after",
-                     "tensors changed", "PSNR gain dB", "search s / encode s"], out)
+                     changed, "PSNR gain dB", "search s / encode s"], out)
+
+
+@table
+def step_search() -> str:
+    """bench/README: bench/step_search.py's rows of the newest commit that has any, per clip: each family's
+    rate-distortion file before and after the per-tensor step search (results/step_search_<clip>.jsonl)."""
+    return _refinement("step_search", "tensors changed", lambda r: f"{r['changed']} of {r['tensors']}")
+
+
+@table
+def rdoq() -> str:
+    """bench/README: bench/rdoq.py's rows of the newest commit that has any, per clip: each family's
+    rate-distortion file before and after verified rate-distortion-optimized rounding (results/rdoq_<clip>.jsonl)."""
+    return _refinement("rdoq", "symbols moved", lambda r: f"{r['moved']:,} in {r['rounds']} rounds")
 
 
 @table
