@@ -23,9 +23,7 @@ default models.
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -33,13 +31,13 @@ import numpy as np
 
 from codec import api, rate
 from codec.api import QuantPolicy
-from codec.decoder import decode_frames, measure_file
+from codec.decoder import decode_frames
 from codec.params import flatten, unflatten
 from eval.results import git_commit
 from inr import registry
 from inr.video import bundled_clip, read_video
-from step_search import fit_point   # bench/step_search.py (Python puts the script's folder on sys.path)
-from table import fit_bench_parser, print_table, provenance, record
+from step_search import fit_point, refined_row   # bench/step_search.py (Python puts the script's folder on sys.path)
+from table import fit_bench_parser, print_table, record
 from train import rd
 
 FRACTIONS = (0.01, 0.002)   # of a tensor's symbols moved at once, the best-estimated first
@@ -121,17 +119,7 @@ def search(config, frames: np.ndarray, enc, rounds: int) -> dict:
 
 def run(model: str, frames: np.ndarray, fps: float, bpp: float, epochs: float, rounds: int) -> dict:
     config, enc, encode_s, busy = fit_point(model, frames, fps, bpp, epochs)
-    found = search(config, frames, enc, rounds)
-    after = found.pop("data")
-    reports = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, data in (("before", enc.data), ("after", after)):
-            path = Path(tmp) / f"{name}.nerva"
-            path.write_bytes(data)
-            reports.append(measure_file(path, frames))
-    return {"codec": model, "target_bpp": bpp, "epochs": epochs, "params": sum(q.symbols.size for q in enc.quantized.values()),
-            "psnr_before": reports[0].quality.psnr, "psnr_after": reports[1].quality.psnr,
-            "bpp_before": reports[0].bpp, "bpp_after": reports[1].bpp, "encode_s": encode_s, **found, **provenance(busy)}
+    return refined_row(model, bpp, epochs, enc, encode_s, busy, search(config, frames, enc, rounds), frames)
 
 
 def main(argv=None) -> int:

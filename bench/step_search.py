@@ -93,9 +93,8 @@ def fit_point(model: str, frames: np.ndarray, fps: float, bpp: float, epochs: fl
     return config, enc, time.perf_counter() - t, busy
 
 
-def run(model: str, frames: np.ndarray, fps: float, bpp: float, epochs: float) -> dict:
-    config, enc, encode_s, busy = fit_point(model, frames, fps, bpp, epochs)
-    found = search(config, frames, enc)
+def refined_row(model: str, bpp: float, epochs: float, enc, encode_s: float, busy, found: dict, frames) -> dict:
+    """A refinement benchmark's row: the fit's file (`enc`) and `found["data"]`, each measured as written."""
     after = found.pop("data")
     reports = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,8 +104,13 @@ def run(model: str, frames: np.ndarray, fps: float, bpp: float, epochs: float) -
             reports.append(measure_file(path, frames))
     return {"codec": model, "target_bpp": bpp, "epochs": epochs, "params": sum(q.symbols.size for q in enc.quantized.values()),
             "psnr_before": reports[0].quality.psnr, "psnr_after": reports[1].quality.psnr,
-            "bpp_before": reports[0].bpp, "bpp_after": reports[1].bpp, "encode_s": encode_s, "factors": list(FACTORS),
-            **found, **provenance(busy)}
+            "bpp_before": reports[0].bpp, "bpp_after": reports[1].bpp, "encode_s": encode_s, **found, **provenance(busy)}
+
+
+def run(model: str, frames: np.ndarray, fps: float, bpp: float, epochs: float) -> dict:
+    config, enc, encode_s, busy = fit_point(model, frames, fps, bpp, epochs)
+    found = {**search(config, frames, enc), "factors": list(FACTORS)}
+    return refined_row(model, bpp, epochs, enc, encode_s, busy, found, frames)
 
 
 def main(argv=None) -> int:
