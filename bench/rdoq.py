@@ -33,11 +33,9 @@ from codec import api, rate
 from codec.api import QuantPolicy
 from codec.decoder import decode_frames
 from codec.params import flatten, unflatten
-from eval.results import git_commit
 from inr import registry
-from inr.video import bundled_clip, read_video
-from step_search import fit_point, refined_row   # bench/step_search.py (Python puts the script's folder on sys.path)
-from table import fit_bench_parser, print_table, record
+from step_search import fit_point, refined_row, sweep   # bench/step_search.py (Python puts the script's folder on sys.path)
+from table import fit_bench_parser
 from train import rd
 
 FRACTIONS = (0.01, 0.002)   # of a tensor's symbols moved at once, the best-estimated first
@@ -47,24 +45,29 @@ COLUMNS = [("codec", "model", "{}"), ("params", "params", "{:,}"), ("psnr_before
            ("moved", "symbols moved", "{:,}"), ("search_s", "search s", "{:.1f}"), ("encode_s", "encode s", "{:.1f}")]
 
 
-def derivatives(config, variables, frames: np.ndarray, key) -> tuple[dict, dict]:
-    """({path: ∂MSE/∂w}, {path: Gauss–Newton diagonal of the MSE}) at `variables`, MSE over every frame on
-    [0, 1] (float rendering, as the decoder's before rounding to 8 bits)."""
-    spec, n = registry.spec_of(config), frames.size
+def derivatives(config):
+    """f(variables, frames, key) -> ({path: ∂MSE/∂w}, {path: Gauss–Newton diagonal of the MSE}) at `variables`,
+    MSE over every frame on [0, 1] (float rendering, as the decoder's before rounding to 8 bits); one
+    compiled batch program for every call."""
+    spec = registry.spec_of(config)
 
+    @jax.jit
     def batch(v, idx, y, key):
         out, vjp = jax.vjp(lambda v: spec.render(config, v, idx), v)
         (g,) = vjp(2.0 * (out - y))
         (probe,) = vjp(jax.random.rademacher(key, out.shape, jnp.float32))
         return g, jax.tree.map(jnp.square, probe)
-    batch = jax.jit(batch)
-    grad = curv = jax.tree.map(jnp.zeros_like, variables)
-    for i in range(0, frames.shape[0], BATCH):
-        key, sub = jax.random.split(key)
-        y = jnp.asarray(frames[i:i + BATCH], jnp.float32) / 255.0
-        g, h = batch(variables, jnp.arange(i, i + y.shape[0]), y, sub)
-        grad, curv = jax.tree.map(jnp.add, grad, g), jax.tree.map(jnp.add, curv, h)
-    return ({p: np.asarray(g) / n for p, g in flatten(grad)}, {p: 2.0 * np.asarray(h) / n for p, h in flatten(curv)})
+
+    def at(variables, frames: np.ndarray, key) -> tuple[dict, dict]:
+        grad = curv = jax.tree.map(jnp.zeros_like, variables)
+        for i in range(0, frames.shape[0], BATCH):
+            key, sub = jax.random.split(key)
+            y = jnp.asarray(frames[i:i + BATCH], jnp.float32) / 255.0
+            g, h = batch(variables, jnp.arange(i, i + y.shape[0]), y, sub)
+            grad, curv = jax.tree.map(jnp.add, grad, g), jax.tree.map(jnp.add, curv, h)
+        n = frames.size
+        return ({p: np.asarray(g) / n for p, g in flatten(grad)}, {p: 2.0 * np.asarray(h) / n for p, h in flatten(curv)})
+    return at
 
 
 def search(config, frames: np.ndarray, enc, rounds: int) -> dict:
@@ -85,13 +88,13 @@ def search(config, frames: np.ndarray, enc, rounds: int) -> dict:
         cfg, variables = api.decompress(data)
         return data, float(np.mean((decode_frames(cfg, variables).astype(np.float32) - source) ** 2))
 
-    t, key, moved = time.perf_counter(), jax.random.key(0), 0
+    t, key, moved, derivatives_at = time.perf_counter(), jax.random.key(0), 0, derivatives(config)
     data, mse = measured(symbols)
     if data != enc.data:
         raise AssertionError("the file rebuilt from the fit's symbols differs from the fit's own")
     for _ in range(rounds):
         key, sub = jax.random.split(key)
-        grad, curv = derivatives(config, variables_of(symbols), frames, sub)
+        grad, curv = derivatives_at(variables_of(symbols), frames, sub)
         for p in sorted(steps):
             q = symbols[p]
             toward = q - np.sign(q)
@@ -126,17 +129,8 @@ def main(argv=None) -> int:
     ap = fit_bench_parser(__doc__, "nerv,hnerv")
     ap.add_argument("--rounds", type=int, default=3, help="passes over the tensors, derivatives recomputed each")
     args = ap.parse_args(argv)
-    video = read_video(bundled_clip(args.clip))
-    args.out.mkdir(parents=True, exist_ok=True)
-    results, rows, rev = args.out / f"rdoq_{args.clip}.jsonl", [], git_commit()
-    for model in args.models.split(","):
-        record(results, rows, {**run(model, video.frames, video.fps, args.bpp, args.epochs, args.rounds),
-                               "clip": args.clip, "commit": rev})
-        r = rows[-1]
-        print(f"done {model}: {r['psnr_before']:.3f} -> {r['psnr_after']:.3f} dB, {r['bpp_before']:.5f} -> "
-              f"{r['bpp_after']:.5f} bpp", flush=True)
-    print_table(rows, COLUMNS)
-    return 0
+    return sweep(args, "rdoq", lambda model, video: run(model, video.frames, video.fps, args.bpp, args.epochs,
+                                                        args.rounds), COLUMNS)
 
 
 if __name__ == "__main__":

@@ -113,19 +113,25 @@ def run(model: str, frames: np.ndarray, fps: float, bpp: float, epochs: float) -
     return refined_row(model, bpp, epochs, enc, encode_s, busy, found, frames)
 
 
-def main(argv=None) -> int:
-    args = fit_bench_parser(__doc__, "nerv,hnerv,nervpp").parse_args(argv)
+def sweep(args, name: str, run_one, columns) -> int:
+    """A refinement benchmark over `args.models` on `args.clip`: each family's row from `run_one(model,
+    video)`, recorded in results/<name>_<clip>.jsonl as soon as it is made, then printed as a table."""
     video = read_video(bundled_clip(args.clip))
     args.out.mkdir(parents=True, exist_ok=True)
-    results, rows, rev = args.out / f"step_search_{args.clip}.jsonl", [], git_commit()
+    results, rows, rev = args.out / f"{name}_{args.clip}.jsonl", [], git_commit()
     for model in args.models.split(","):
-        record(results, rows, {**run(model, video.frames, video.fps, args.bpp, args.epochs), "clip": args.clip,
-                               "commit": rev})
+        record(results, rows, {**run_one(model, video), "clip": args.clip, "commit": rev})
         r = rows[-1]
         print(f"done {model}: {r['psnr_before']:.3f} -> {r['psnr_after']:.3f} dB, {r['bpp_before']:.5f} -> "
               f"{r['bpp_after']:.5f} bpp", flush=True)
-    print_table(rows, COLUMNS)
+    print_table(rows, columns)
     return 0
+
+
+def main(argv=None) -> int:
+    args = fit_bench_parser(__doc__, "nerv,hnerv,nervpp").parse_args(argv)
+    return sweep(args, "step_search", lambda model, video: run(model, video.frames, video.fps, args.bpp, args.epochs),
+                 COLUMNS)
 
 
 if __name__ == "__main__":
