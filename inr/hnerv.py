@@ -225,7 +225,11 @@ def finalize(config: HNeRVConfig, variables, aux, frames, batch: int = 16):
 # carphone 0.043 bpp (71.5k): 0.5: 24.63 dB, 0.7: 23.99; 0.1 (113.6k): 0.5: 27.02 @0.103, 0.7: 27.12 @0.1005;
 # 0.2 (112.6k): 0.5: 27.87 @0.196, 0.7: 28.17, 0.85: 28.13 @0.1946; bigbuckbunny 320×180 0.2 (281.6k): 0.5:
 # 27.90 @0.1956, 0.7: 28.14 @0.1929. A lower learning rate for the noisy phase (0.3 of the fit's instead of
-# 1) lost at 0.2 on carphone: 26.94 dB (share 0.5), 27.85 (0.7).
+# 1) lost at 0.2 on carphone: 26.94 dB (share 0.5), 27.85 (0.7). Training the encoder through the noisy
+# phase too (its output standing in for the batch's stored embeddings, their rate priced from it) did not
+# pay, so the encoder stays in the float fit: carphone, the schedule of 0.1/0.8/0.1 then, share by this
+# table: 0.09 bpp 26.75 dB @0.0934 (encoder in the float fit only: 26.88 @0.0964), 0.2 27.65 @0.1935
+# (28.17 @0.1945); share 0.1 with the encoder through the noisy phase: 26.31 @0.0894, 27.41 @0.1960.
 RD_FIT_SHARE = ((0.043, 0.5), (0.2, 0.7))
 # --bpp under rate-distortion training sizes HNeRV for these file bits per parameter (train.presets.Preset.
 # rd_bits_per_param): its best size grows much more slowly than its rate. Measured on carphone (30 + 3 epochs,
