@@ -286,3 +286,26 @@ def test_nirvanas_rate_is_the_one_rate_model_and_each_groups_estimate_is_its_sec
         assert float(rd.bits(residuals)) == pytest.approx(payloads[name], rel=0.02)
     last = float(rd.bits(spec.rate_symbols(config, enc.fit.variables, enc.fit.aux, jnp.arange(4))))
     assert last == pytest.approx(payloads["group001"], rel=0.02)
+
+
+@pytest.mark.parametrize("miss", [-0.10, 0.10])
+def test_a_file_that_misses_its_target_lands_four_percent_off_on_its_side_and_one_within_5_percent_is_kept(miss):
+    from train import encode as enc
+    from train.loop import FitResult
+    spec = inr.get("nerv")
+    config = spec.config_cls.tiny()
+    variables = spec.init(config, jax.random.key(3))
+    steps = rd.steps_of(rd.initial_steps(variables))
+    result = FitResult(variables, [], 0.0, 0.0, None, None, steps)
+    policy = QuantPolicy()
+    first = rd.file_of(config, variables, None, steps, policy)
+    size = 8 * len(first[1])
+    # within the 5 % --bpp promises: the fit's own file, steps untouched
+    for near in (0.96, 1.04):
+        kept = enc._landed(config, result, policy, size * near, first)
+        assert kept[1] == first[1] and kept[2] == 1.0
+    target = size / (1.0 + miss)   # the file is 10 % over (under) the target
+    _, data, factor = enc._landed(config, result, policy, target, first)
+    landed = 8 * len(data) / target - 1.0
+    assert (factor > 1.0) == (miss > 0)   # coarser steps for a file too large, finer for one too small
+    assert landed == pytest.approx(0.04 if miss > 0 else -0.04, abs=0.004)
