@@ -154,14 +154,16 @@ def _has_aux(config) -> bool:
     return bool(jax.tree.leaves(jax.eval_shape(lambda: spec.init_aux(config, jax.random.key(0)))))
 
 
-def _numbers(phase: Phase, n_steps: int, n_frames: int, train_batch: int, frame_pixels: int, seed: int) -> dict:
+def _numbers(phase: Phase, n_steps: int, n_frames: int, train_batch: int, frame_pixels: int, seed: int,
+             control_steps: int = 0) -> dict:
     """The phase's numbers as step arguments (device scalars); a target bpp becomes the file's bits; the
     quantization noise's seed derives from the run's seed and the phase's name."""
     n_frames_pixels = n_frames * frame_pixels
     start, stop = phase.frame_range(n_frames)
     per_epoch = max((stop - start) // phase.batch_size(train_batch, n_frames), 1)
     return {"lr": jnp.float32(phase.lr), "warm": jnp.int32(max(int(phase.warmup * n_steps), 0)),
-            "n_steps": jnp.int32(n_steps), "start": jnp.int32(start), "per_epoch": jnp.int32(per_epoch),
+            "n_steps": jnp.int32(n_steps), "control_steps": jnp.int32(control_steps or n_steps),
+            "start": jnp.int32(start), "per_epoch": jnp.int32(per_epoch),
             "rate_weight": jnp.float32(phase.rate_weight), "mse_stop": _mse_stop(phase),
             "target_bits": jnp.float32(phase.target_bpp * n_frames_pixels),
             "noise_seed": np.uint32(zlib.crc32(f"{seed}/{phase.name}".encode())), "hard": np.bool_(phase.rd == "ste")}
@@ -253,7 +255,8 @@ def _step_program(config, optimizer: tuple, loss: str, shape: _Shape, policy: Qu
 
         tensors = trainable(state, shape.train_only)
         (loss, (mse, bits)), grads = jax.value_and_grad(objective, has_aux=True)(tensors)
-        control = rd.controlled(tree["control"], bits, hp["target_bits"], hp["n_steps"]) if shape.controlled else tree["control"]
+        control = (rd.controlled(tree["control"], bits, hp["target_bits"], hp["control_steps"]) if shape.controlled
+                   else tree["control"])
         updates, opt = tx.update(grads, tree["opt"], tensors)
         updates = lr_scaled(updates)
         # A step whose (pre-update) batch already reaches the phase's target PSNR changes nothing: the
@@ -348,8 +351,10 @@ def make_step(config, train: TrainConfig, phase: Phase, n_steps: int, policy: Qu
     program = _step_program(config, (train.clip_norm, train.beta1, train.beta2), train.loss, shape,
                             _policy_key(shape, policy))
     g = config.geometry
-    return _Step(program, _numbers(phase, n_steps, n_frames, train.batch, g.height * g.width, train.seed), shape.span,
-                 shape.batch)
+    # the bpp controller runs over every phase with the target, carrying λ from one to the next
+    control_steps = sum(n for p, n in zip(train.phases, phase_steps(train, n_frames)) if p.target_bpp)
+    numbers = _numbers(phase, n_steps, n_frames, train.batch, g.height * g.width, train.seed, control_steps)
+    return _Step(program, numbers, shape.span, shape.batch)
 
 
 def phase_steps(train: TrainConfig, n_frames: int) -> list[int]:

@@ -240,7 +240,7 @@ def start_control(config, variables, aux, log_steps: dict, policy, mse: float, p
 
 def controlled(control: dict, estimate, target_bits, n_steps) -> dict:
     """One controller step (inside the jitted training step) from this step's estimated payload bits, in a
-    phase of `n_steps` steps."""
+    fit whose phases with the target run `n_steps` steps together."""
     payload = jnp.maximum(target_bits - control["side_bits"], 1.0)
     error = jnp.log(jnp.maximum(jax.lax.stop_gradient(estimate), 1.0)) - jnp.log(payload)
     gain = jnp.maximum(CONTROL_GAIN, CONTROL_TRAVEL / jnp.maximum(n_steps, 1))
