@@ -238,25 +238,19 @@ def _step_program(config, optimizer: tuple, loss: str, shape: _Shape, policy: Qu
             pred, symbols = forward(full["variables"], full["aux"], idx, target, full.get("steps", tree["steps"]),
                                     key, progress, hp["hard"])
             loss = loss_fn(pred, target)
-            bits = measured = jnp.float32(0.0)
+            bits = jnp.float32(0.0)
             if shape.rated:
                 own = rd.bits(spec.rate_symbols(config, full["variables"], full["aux"], idx))
-                bits = measured = own + rd.bits(symbols)
+                bits = own + rd.bits(symbols)
                 loss = loss + weight * bits / pixels
-                if shape.controlled:   # the controller follows what the file would spend, the rounded
-                    # symbols' bits, not the noisy ones (a fixed λ needs neither); in the "ste" mode the
-                    # phase's symbols are the file's (same float16 steps, same rounding), so the
-                    # conditional counts them once there
-                    def file_bits():
-                        file_symbols = rd.file_symbols(full["variables"], full["steps"])
-                        return own + rd.bits(jax.tree.map(jax.lax.stop_gradient, file_symbols))
-                    measured = jax.lax.cond(hp["hard"], lambda: jax.lax.stop_gradient(bits), file_bits)
-            return loss, (jnp.mean((pred - target) ** 2), measured)
+            return loss, (jnp.mean((pred - target) ** 2), jax.lax.stop_gradient(bits))
 
         tensors = trainable(state, shape.train_only)
         (loss, (mse, bits)), grads = jax.value_and_grad(objective, has_aux=True)(tensors)
-        control = (rd.controlled(tree["control"], bits, hp["target_bits"], hp["control_steps"]) if shape.controlled
-                   else tree["control"])
+        control = tree["control"]
+        if shape.controlled:   # λ follows the target in the straight-through mode only (train.rd.Control)
+            moved = rd.controlled(control, bits, hp["target_bits"], hp["control_steps"])
+            control = jax.tree.map(lambda new, old: jnp.where(hp["hard"], new, old), moved, control)
         updates, opt = tx.update(grads, tree["opt"], tensors)
         updates = lr_scaled(updates)
         # A step whose (pre-update) batch already reaches the phase's target PSNR changes nothing: the
@@ -351,8 +345,8 @@ def make_step(config, train: TrainConfig, phase: Phase, n_steps: int, policy: Qu
     program = _step_program(config, (train.clip_norm, train.beta1, train.beta2), train.loss, shape,
                             _policy_key(shape, policy))
     g = config.geometry
-    # the bpp controller runs over every phase with the target, carrying λ from one to the next
-    control_steps = sum(n for p, n in zip(train.phases, phase_steps(train, n_frames)) if p.target_bpp)
+    # the bpp controller runs over every straight-through phase with the target, carrying λ from one to the next
+    control_steps = sum(n for p, n in zip(train.phases, phase_steps(train, n_frames)) if p.target_bpp and p.rd == "ste")
     numbers = _numbers(phase, n_steps, n_frames, train.batch, g.height * g.width, train.seed, control_steps)
     return _Step(program, numbers, shape.span, shape.batch)
 

@@ -37,8 +37,9 @@ class Phase(ConfigBase):
     target_psnr: float = 0.0     # end the phase at the first step whose batch PSNR (dB) reaches this; 0 = off
     rd: str = ""                 # rate-distortion training (train.rd): "noise" (annealed soft rounding and
                                  # noise) or "ste" (rounding) on learned steps, the rate at `rate_weight`
-    target_bpp: float = 0.0      # > 0: λ follows this file bpp (train.rd.Control), starting at `rate_weight`
-                                 # (0: from the fit's distortion) and carried over from a previous such phase
+    target_bpp: float = 0.0      # > 0: λ follows this file bpp (train.rd.Control) in a straight-through phase
+                                 # (a noisy one holds it), starting at `rate_weight` (0: from the fit's
+                                 # distortion) and carried over from a previous such phase
 
     def __post_init__(self):
         if self.rd not in ("", "noise", "ste"):

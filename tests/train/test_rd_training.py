@@ -85,27 +85,29 @@ def test_a_rate_distortion_fit_writes_its_learned_steps_and_the_estimate_is_the_
     assert estimate == pytest.approx(payload, rel=0.02)
 
 
-def test_a_controlled_fit_measures_the_files_symbols_in_both_rate_distortion_modes():
-    # λ follows the bits of the rounded symbols the file will hold: in the noisy phase from rounding the
-    # weights apart, in the straight-through phase from the phase's own symbols (train.loop's conditional).
-    # With a learning rate too small to move a weight across a rounding boundary the last step's measured
-    # bits are those of the fitted weights' file symbols (before encode's landing on the target), in
-    # either mode.
+def test_lambda_holds_through_a_noisy_phase_and_follows_the_files_symbols_straight_through():
+    # A noisy phase keeps the λ the controller starts with; the straight-through phase moves it by the bits
+    # of its own symbols, the file's. With a learning rate too small to move a weight across a rounding
+    # boundary the last step's measured bits are those of the fitted weights' file symbols (before
+    # encode's landing on the target).
     from train.loop import fit as fit_model
     config = inr.get("nerv").config_cls.tiny()
     g = config.geometry
     frames = synthetic_clip(g.frames, g.height, g.width)
     pixels = g.frames * g.height * g.width
-    fit = Phase("fit", 2, 3e-3, warmup=0.1)
-    for last in ("noise", "ste"):
-        phases = (fit, Phase("rd", 1, 1e-9, rd="noise", target_bpp=2.0)) + (
-            (Phase("ste", 1, 1e-9, rd="ste", target_bpp=2.0),) if last == "ste" else ())
-        result = fit_model(config, frames, TrainConfig(phases, batch=2, seed=3), QuantPolicy(), log_every=1)
-        quantized, _ = rd.file_of(config, result.variables, result.aux, result.steps, QuantPolicy())
-        estimate = float(rd.bits({p: jnp.asarray(q.symbols, jnp.float32) for p, q in quantized.items()}))
-        row = [r for r in result.history if "bpp_estimate" in r][-1]
-        assert row["phase"] == ("ste" if last == "ste" else "rd")
-        assert row["bpp_estimate"] * pixels == pytest.approx(estimate, rel=1e-4)
+    phases = (Phase("fit", 2, 3e-3, warmup=0.1), Phase("rd", 1, 1e-9, rd="noise", target_bpp=0.5),
+              Phase("ste", 1, 1e-9, rd="ste", target_bpp=0.5))
+    result = fit_model(config, frames, TrainConfig(phases, batch=2, seed=3), QuantPolicy(), log_every=1)
+    rows = {name: [r for r in result.history if r["phase"] == name and "bpp_estimate" in r] for name in ("rd", "ste")}
+    noisy_lambdas = {r["lambda_mean"] for r in rows["rd"]}
+    assert len(rows["rd"]) >= 2 and len(noisy_lambdas) == 1   # every noisy step, one λ
+    # a tiny model holds far more than 0.5 bpp of payload, so the first straight-through steps raise λ
+    assert rows["ste"][0]["lambda_mean"] == pytest.approx(noisy_lambdas.pop(), rel=1e-6)   # its step's own λ
+    ends = {r["phase"]: r["lambda"] for r in result.history if "phase_end_psnr" in r and r["phase"] != "fit"}
+    assert ends["rd"] == pytest.approx(rows["rd"][0]["lambda_mean"], rel=1e-6) and ends["ste"] > ends["rd"] * 1.01
+    quantized, _ = rd.file_of(config, result.variables, result.aux, result.steps, QuantPolicy())
+    estimate = float(rd.bits({p: jnp.asarray(q.symbols, jnp.float32) for p, q in quantized.items()}))
+    assert rows["ste"][-1]["bpp_estimate"] * pixels == pytest.approx(estimate, rel=1e-4)
 
 
 def test_a_rate_distortion_fit_rerun_with_its_seed_writes_the_same_bytes_and_the_noise_follows_the_seed():
