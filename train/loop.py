@@ -157,12 +157,13 @@ def _has_aux(config) -> bool:
 def _numbers(phase: Phase, n_steps: int, n_frames: int, train_batch: int, frame_pixels: int, seed: int,
              control_steps: int = 0) -> dict:
     """The phase's numbers as step arguments (device scalars); a target bpp becomes the file's bits; the
-    quantization noise's seed derives from the run's seed and the phase's name."""
+    quantization noise's seed derives from the run's seed and the phase's name; `control_steps` is the steps
+    of all the fit's straight-through phases with a target (the bpp controller's span; 0 where none is)."""
     n_frames_pixels = n_frames * frame_pixels
     start, stop = phase.frame_range(n_frames)
     per_epoch = max((stop - start) // phase.batch_size(train_batch, n_frames), 1)
     return {"lr": jnp.float32(phase.lr), "warm": jnp.int32(max(int(phase.warmup * n_steps), 0)),
-            "n_steps": jnp.int32(n_steps), "control_steps": jnp.int32(control_steps or n_steps),
+            "n_steps": jnp.int32(n_steps), "control_steps": jnp.int32(control_steps),
             "start": jnp.int32(start), "per_epoch": jnp.int32(per_epoch),
             "rate_weight": jnp.float32(phase.rate_weight), "mse_stop": _mse_stop(phase),
             "target_bits": jnp.float32(phase.target_bpp * n_frames_pixels),
