@@ -67,8 +67,10 @@ def child(task: str, args: list[str]) -> int:
         return 0
     if task == "fit":
         model, epochs, frames, out = args
+        # the preset's size on the fixed-bit pipeline, as the committed rows were measured (before the
+        # rate-distortion pipeline became `nerva fit`'s default; its memory is not yet measured here)
         status = main(["fit", str(bundled_clip(CLIP)), "-o", out, "--model", model, "--epochs", epochs,
-                       "--frames", f"0:{frames}", "--quiet"])
+                       "--frames", f"0:{frames}", "--pipeline", "fixed", "--quiet"])
     elif task == "decode":
         (file, out) = args
         status = main(["decode", file, "-o", out])

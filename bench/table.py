@@ -112,7 +112,9 @@ def where_it_stands() -> str:
               engine[f"{name}+rd|carphone|120|bpp=0.09283,epochs=30,seed=0"])
              for label, name in (("NeRV", "nerv"), ("HNeRV", "hnerv"), ("NeRV++", "nervpp"), ("CAM", "cam"))]
     demo = jsonl("demo_carphone.jsonl")[0]
-    rows = [(f"`nerva demo` (NeRV, {demo['params']:,} params, 120 epochs + QAT, 8 bits)", demo),
+    how = (f"rate-distortion pipeline, 120 + 12 epochs, its default `--bpp {demo['target_bpp']:g}`"
+           if demo.get("pipeline") == "rd" else "120 epochs + QAT, 8 bits")
+    rows = [(f"`nerva demo` (NeRV, {demo['params']:,} params, {how})", demo),
             ("NeRV, 98,913 params, 60 + 6 epochs, 8 bits (`bench/fit.py`)", fit["nerv", 98913]),
             ("HNeRV, 95,735 params, 60 + 6 epochs, 8 bits (`bench/fit.py`)", fit["hnerv", 95735]),
             ("NIRVANA, 300k budget, 120 epochs, 6 bits (`nerva rd`)", nirvana),

@@ -13,7 +13,7 @@ import sys
 
 from codec.decoder import DEFAULT_BATCH
 from inr.errors import ConfigError, NervaError
-from inr.sizing import MAX_PARAMS
+from inr.sizing import DEFAULT_BPP, MAX_PARAMS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -173,20 +173,22 @@ def add_fit_options(p: argparse.ArgumentParser, model: str = "hnerv", epochs: fl
     p.add_argument("--model", default=model,
                    help=f"model (nerv, hnerv, nervpp, cam, ...; default {model}); "
                         "config fields may follow, e.g. hnerv:cam_nodes=30 for HNeRV with CAM")
-    size = p.add_mutually_exclusive_group()
-    size.add_argument("--size", type=parse_size, help=f"parameter budget, e.g. 0.2M or 150k (at most {MAX_PARAMS:,})")
-    size.add_argument("--bpp", type=_float_in(MAX_BPP), help="target bits per pixel (sets the size)")
+    p.add_argument("--size", type=parse_size, help=f"parameter budget, e.g. 0.2M or 150k (at most {MAX_PARAMS:,})")
+    p.add_argument("--bpp", type=_float_in(MAX_BPP),
+                   help=f"target bits per pixel: λ follows it (--pipeline rd; default {DEFAULT_BPP:g} without --lambda), "
+                        "and it sets the size unless --size does (with --pipeline fixed it sets the size)")
     p.add_argument("--epochs", type=_float_in(MAX_EPOCHS), default=epochs,
                    help=f"fitting epochs (default {epochs:g})" if epochs else "fitting epochs (default: the model's preset)")
     # --bits, --embed-bits, --prune and --batch default to None ("not given"), so that a family that does not
     # honour one refuses it when given (train.cli.check_fit_options); train.cli.FIT_DEFAULTS fills them in
-    p.add_argument("--bits", type=_bits, help="quantization bits of weights (default 8)")
+    p.add_argument("--bits", type=_bits, help="quantization bits of weights (implies --pipeline fixed; default 8)")
     p.add_argument("--embed-bits", type=_bits, help="quantization bits of per-frame embeddings (HNeRV's latents; "
                                                     "default: --bits)")
     p.add_argument("--prune", type=_fraction, help="global sparsity, e.g. 0.2 (default 0)")
     p.add_argument("--pipeline", choices=("fixed", "rd"),
-                   help="fixed: fit, then quantization-aware fine-tuning at --bits (default); rd: rate-distortion "
-                        "training on learned quantization steps, λ set by --lambda or following --bpp")
+                   help="rd: rate-distortion training on learned quantization steps, λ set by --lambda or following "
+                        "--bpp (default where the model has it); fixed: fit, then quantization-aware fine-tuning at "
+                        "--bits (default where --bits or --embed-bits is given)")
     p.add_argument("--lambda", type=_float_in(MAX_LAMBDA), dest="lambda",
                    help="rate-distortion training (implies --pipeline rd): loss = MSE + LAMBDA x estimated bits "
                         "per pixel, on learned quantization steps (e.g. 0.001-1)")

@@ -15,6 +15,12 @@ from inr.errors import ConfigError
 # fits a model its own reader refuses: 2^26 are 256 MiB of float32 weights (~1 GiB with the gradient and
 # Adam's two moments), five times NeRV-L's 12.6M and far past the presets (0.1-3M).
 MAX_PARAMS = 1 << 26
+# `nerva fit`'s target under the rate-distortion pipeline (train.cli) when neither --bpp nor --lambda is
+# given. That pipeline is the default since it won on every family and clip measured (bench/README.md,
+# issue 14: BD-rate against fit + 6-bit QAT at the same epochs from -27 % to -66 %); 0.1 bpp lies inside
+# the range those sweeps cover (0.02-0.2).
+DEFAULT_BPP = 0.1
+
 
 @functools.lru_cache(maxsize=4096)
 def count(init: Callable, config) -> int:

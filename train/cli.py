@@ -20,6 +20,7 @@ from codec.container import write_atomic
 from codec.decoder import decode_frames, measure_file
 from inr import registry
 from inr.config import Geometry
+from inr.sizing import DEFAULT_BPP
 from inr.errors import ConfigError
 from inr.video import Video, bundled_clip, read_video, write_video
 from train import presets
@@ -36,7 +37,8 @@ from train.schedule import TrainConfig
 KILL_AT_STEP_ENV = "NERVA_TEST_KILL_AT_STEP"
 
 
-# The standard fit options' values when not given (the parser leaves them None: see check_fit_options)
+# The standard fit options' values when not given (the parser leaves them None: see check_fit_options);
+# the pipeline's is the rate-distortion one where the family has it (check_fit_options)
 FIT_DEFAULTS = {"bits": 8, "embed_bits": None, "prune": 0.0, "batch": 2, "lambda": 0.0, "pipeline": "fixed"}
 PIPELINES = ("fixed", "rd")   # fixed-bit quantization + QAT; rate-distortion training on learned steps (train.rd)
 
@@ -44,7 +46,10 @@ PIPELINES = ("fixed", "rd")   # fixed-bit quantization + QAT; rate-distortion tr
 def check_fit_options(args) -> None:
     """Refuses, before any work, a standard fit option the model's family does not honour
     (ModelSpec.fit_options) or that the chosen pipeline makes meaningless, then fills in the defaults of
-    those not given. --lambda implies --pipeline rd."""
+    those not given. The pipeline, when not given: rd where the family has it, unless --bits or
+    --embed-bits ask for fixed bit depths (--lambda implies rd). Under rd the target is --bpp, --lambda, or
+    DEFAULT_BPP; --size then fixes the parameter count (otherwise the target sizes the model). Under fixed
+    (and a family's own pipeline) --bpp sets the size, so it excludes --size."""
     spec = registry.parse(args.model)[0]
     for name in FIT_DEFAULTS:
         if getattr(args, name) is not None and name not in spec.fit_options:
@@ -56,17 +61,21 @@ def check_fit_options(args) -> None:
     if lam is not None and args.pipeline == "fixed":
         raise ConfigError("--lambda does not apply to --pipeline fixed: the rate term needs learned steps "
                           "(--pipeline rd)")
-    if lam is not None:
-        args.pipeline = "rd"
+    if args.pipeline is None and "pipeline" in spec.fit_options:
+        fixed_bits = args.bits is not None or args.embed_bits is not None
+        args.pipeline = "fixed" if fixed_bits and lam is None else "rd"
     if args.pipeline == "rd":
         if lam is not None and args.bpp is not None:
             raise ConfigError("--bpp with --lambda: a bpp target sets λ by itself during the fit; give one of them")
-        if lam is None and args.bpp is None:
-            raise ConfigError("--pipeline rd needs a target: --bpp B (λ follows it) or --lambda L (with --size)")
         for name in ("bits", "embed_bits"):   # rate-distortion training learns every tensor's steps
             if getattr(args, name) is not None:
                 raise ConfigError(f"--{name.replace('_', '-')} does not apply to --pipeline rd: rate-distortion "
                                   "training learns every tensor's quantization step")
+        if lam is None and args.bpp is None:
+            args.bpp = DEFAULT_BPP
+    elif args.size is not None and args.bpp is not None:
+        raise ConfigError("--size with --bpp: without rate-distortion training the bpp target sets the size; "
+                          "give one of them")
     for name, default in FIT_DEFAULTS.items():
         if getattr(args, name) is None:
             setattr(args, name, default)
@@ -80,10 +89,10 @@ def _train_config(args, model: str, config) -> TrainConfig:
 
 def make_fit_config(args, geometry: Geometry):
     """The model config a fit's options ask for: --size, or a size for the --bpp target (under --pipeline
-    rd with room for the rate term and the family's fields at that rate: train.presets.rd_config), or the
-    preset's size."""
+    rd with room for the rate term: train.presets.rd_config), or the preset's size; under rd, with the
+    family's fields for the target rate."""
     if args.pipeline == "rd" and args.bpp:
-        return presets.rd_config(args.model, geometry, args.bpp)
+        return presets.rd_config(args.model, geometry, args.bpp, n_params=args.size)
     size = None if args.bpp else (args.size or presets.preset(args.model).size)
     return make_config(args.model, geometry, n_params=size, bpp=args.bpp, bits=args.bits)
 
@@ -201,7 +210,8 @@ def fit_video(video: Video, output: Path, args, checkpoint_every: int = 500, res
         ckpt.close()
     write_atomic(output, enc.data)   # encode checked that these bytes read back
     ckpt.close(remove=True)
-    return summarize(output, frames, enc)
+    target = args.bpp if args.pipeline == "rd" else None   # under fixed bits --bpp only sized the model
+    return {**summarize(output, frames, enc), "pipeline": args.pipeline, "target_bpp": target}
 
 
 def summarize(path: Path, source: np.ndarray, enc: Encoded) -> dict:
@@ -227,7 +237,8 @@ def print_summary(row: dict, as_json: bool) -> None:
     lam = f"; λ {row['lambda']:.4g}" if row.get("lambda") is not None else ""
     if row.get("step_scale", 1.0) != 1.0:
         lam += f", steps x{row['step_scale']:.3f} to land on the target"
-    print(f"file     {row['file']}: {row['bytes']:,} bytes, bpp {row['bpp']:.4f}, "
+    aim = f" (target {row['target_bpp']:g})" if row.get("target_bpp") else ""
+    print(f"file     {row['file']}: {row['bytes']:,} bytes, bpp {row['bpp']:.4f}{aim}, "
           f"{8 * row['bytes'] / max(row['params'], 1):.2f} bits per parameter{lam}")
     print(f"quality  PSNR {row['psnr']:.2f} dB   MS-SSIM {row['ms_ssim']:.4f} "
           f"({row['ms_ssim_scales']} scales){fl}")

@@ -135,17 +135,19 @@ def encode(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, 
     result = fit(config, frames, train, policy, **fit_kwargs)
     check_finite(result.variables, result.aux)
     t = time.perf_counter()
-    with np.errstate(over="ignore", invalid="ignore"):   # an overflow is reported below, in one line
-        # a tensor trained against the LAPLACE rate estimate (train.rd) is coded with that model: the file
-        # spends what training estimated and minimised
-        quantized, data = rd.file_of(config, result.variables, result.aux, result.steps, policy)
-        target = max((p.target_bpp for p in train.phases), default=0.0)
-        if target and result.steps:
-            quantized, data, result.step_scale = _landed(config, result, policy, target * config.geometry.pixels,
-                                                         (quantized, data))
     try:
+        with np.errstate(over="ignore", invalid="ignore"):   # an overflow is reported below, in one line
+            # a tensor trained against the LAPLACE rate estimate (train.rd) is coded with that model: the
+            # file spends what training estimated and minimised
+            quantized, data = rd.file_of(config, result.variables, result.aux, result.steps, policy)
+            target = max((p.target_bpp for p in train.phases), default=0.0)
+            if target and result.steps:
+                quantized, data, result.step_scale = _landed(config, result, policy,
+                                                             target * config.geometry.pixels, (quantized, data))
         api.decompress(data)
-    except FormatError as e:
+    # ValueError: symbols no entropy table can hold (codec.entropy.MAX_SUPPORT), as finite weights that
+    # blew up against their learned steps give
+    except (FormatError, ValueError) as e:
         raise Diverged(f"the fitted weights do not make a valid file ({e}); the fit probably diverged, "
                        "try a lower --lr") from None
     result.seconds += time.perf_counter() - t

@@ -15,7 +15,7 @@ from train.schedule import RD_SHARES, Phase, TrainConfig, standard
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    size: int          # default parameter budget when neither --size nor --bpp is given
+    size: int          # parameter budget when neither --size nor a --bpp target sizes the model (--lambda, fixed bits)
     lr: float          # peak Adam learning rate
     beta1: float       # Adam β1 (the references use 0.5 for NeRV, 0.9 for HNeRV)
     epochs: float      # fitting epochs before the prune / QAT fine-tunes
@@ -42,11 +42,13 @@ def rd_bits_per_param(model: str, bpp: float) -> float:
     return _along(table, bpp, log_values=True) if table else rd.CONTROL_BITS_PER_PARAM
 
 
-def rd_config(model: str, geometry, bpp: float):
-    """The model config of `model`'s rate-distortion fit at the target `bpp` on `geometry`: sized for its
-    rd_bits_per_param, with the family's fields for that rate (ModelSpec.rd_fields) under the model
-    string's own ('hnerv:embed_channels=8' wins)."""
+def rd_config(model: str, geometry, bpp: float, n_params: int | None = None):
+    """The model config of `model`'s rate-distortion fit at the target `bpp` on `geometry`: `n_params`
+    parameters, or sized for its rd_bits_per_param, with the family's fields for that rate
+    (ModelSpec.rd_fields) under the model string's own ('hnerv:embed_channels=8' wins)."""
     fields = registry.parse(model)[0].rd_fields(geometry, bpp)
+    if n_params is not None:
+        return make_config(model, geometry, n_params=n_params, defaults=fields)
     return make_config(model, geometry, bpp=bpp, bits_per_param=rd_bits_per_param(model, bpp), defaults=fields)
 
 

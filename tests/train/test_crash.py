@@ -27,8 +27,9 @@ from train.loop import phase_steps
 pytestmark = pytest.mark.slow
 
 CLIP = [str(bundled_clip("carphone")), "--frames", "0:4", "--resize", "48x32"]
-# NeRV with pruning, 4 frames at batch 2: fit 40 epochs = steps 1-80, prune 4 epochs = 81-88, QAT 89-96.
-NERV = ["--model", "nerv", "--size", "6k", "--epochs", "40", "--prune", "0.3", "--seed", "1", "--quiet"]
+# NeRV with pruning on the fixed-bit pipeline, 4 frames at batch 2: fit 40 epochs = steps 1-80, prune 4 epochs = 81-88, QAT 89-96.
+NERV = ["--model", "nerv", "--pipeline", "fixed", "--size", "6k", "--epochs", "40", "--prune", "0.3", "--seed", "1",
+        "--quiet"]
 NERV_KILLS = {"fit": 40, "prune": 84, "qat": 92}
 # NIRVANA in groups of 2 frames: 3 epochs · 4 frames · 0.5 steps = 6 steps, half for group 0 (steps 1-3),
 # the rest for group 1 (4-6), at batch 2 of a group's 2 frames. Step 3 ends group 0: the kill between groups.

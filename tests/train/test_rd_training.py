@@ -140,7 +140,8 @@ def _clip(tmp_path):
      "--embed-bits does not apply to --pipeline rd"),
     (["--lambda", "0.1", "--bpp", "0.1"], "--bpp with --lambda"),
     (["--lambda", "0.1", "--pipeline", "fixed"], "--lambda does not apply to --pipeline fixed"),
-    (["--pipeline", "rd"], "--pipeline rd needs a target"),
+    (["--bits", "8", "--bpp", "0.1", "--size", "6k"], "--size with --bpp"),
+    (["--pipeline", "fixed", "--bpp", "0.1", "--size", "6k"], "--size with --bpp"),
     (["--lambda", "0.1", "--model", "nirvana"], "--lambda does not apply to nirvana"),
     (["--pipeline", "rd", "--bpp", "0.1", "--model", "nirvana"], "--pipeline does not apply to nirvana")])
 def test_a_rate_distortion_option_it_makes_meaningless_is_refused_before_any_work(extra, words, tmp_path, capsys):
@@ -311,3 +312,39 @@ def test_a_file_that_misses_its_target_lands_four_percent_off_on_its_side_and_on
     landed = 8 * len(data) / target - 1.0
     assert (factor > 1.0) == (miss > 0)   # coarser steps for a file too large, finer for one too small
     assert landed == pytest.approx(0.04 if miss > 0 else -0.04, abs=0.004)
+
+
+@pytest.mark.parametrize("options, pipeline, bpp, lam", [
+    ([], "rd", 0.1, 0.0),                                   # the default: rate-distortion at 0.1 bpp
+    (["--bpp", "0.05"], "rd", 0.05, 0.0),
+    (["--lambda", "0.01"], "rd", None, 0.01),               # a fixed λ has no bpp target
+    (["--bits", "6"], "fixed", None, 0.0),                  # fixed bit depths ask for the fixed pipeline
+    (["--model", "hnerv", "--embed-bits", "4"], "fixed", None, 0.0),
+    (["--bits", "6", "--bpp", "0.05"], "fixed", 0.05, 0.0),
+    (["--pipeline", "fixed"], "fixed", None, 0.0),
+    (["--model", "nirvana"], "fixed", None, 0.0)])          # a family without it keeps its own pipeline
+def test_nerva_fit_runs_the_rate_distortion_pipeline_unless_fixed_bits_are_asked_for(options, pipeline, bpp, lam):
+    import eval.cli
+    import train.cli
+    args = eval.cli.build_parser().parse_args(["fit", "x.mp4", "-o", "x.nerva", *options])
+    train.cli.check_fit_options(args)
+    assert (args.pipeline, args.bpp, getattr(args, "lambda")) == (pipeline, bpp, lam)
+    assert args.bits == (6 if "--bits" in options else 8)
+
+
+@pytest.mark.parametrize("model", ["nerv", "hnerv"])
+def test_under_the_rate_distortion_pipeline_size_fixes_the_parameter_count_and_the_target_stays(model):
+    # --size 40k with the default target: the model has at most 40,000 parameters (for_size never goes over
+    # the budget; it rounds down to a buildable width) and at least 80 % of them, the fit aims at 0.1 bpp, and HNeRV's embedding channels follow
+    # that rate (0.065 · 0.1 · 176·144 / 12 cells = 13.7 -> 14, inr/hnerv.py's RD_EMBED_SHARE rule)
+    import eval.cli
+    import train.cli
+    g = Geometry.of(120, 144, 176)
+    args = eval.cli.build_parser().parse_args(["fit", "x.mp4", "-o", "x.nerva", "--model", model, "--size", "40k"])
+    train.cli.check_fit_options(args)
+    config = train.cli.make_fit_config(args, g)
+    n = inr.sizing.count(inr.registry.get(model).init, config)
+    assert 32_000 <= n <= 40_000
+    assert train.cli._train_config(args, model, config).phases[-1].target_bpp == 0.1
+    if model == "hnerv":
+        assert config.embed_channels == 14
