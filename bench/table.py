@@ -331,6 +331,22 @@ def rdoq() -> str:
 
 
 @table
+def channel_tables() -> str:
+    """bench/README: bench/channel_tables.py's rows of the newest commit that has any, per clip: how much
+    smaller each family's rate-distortion file would be with a LAPLACE table per output or input channel
+    (results/channel_tables_<clip>.jsonl)."""
+    out = []
+    for path in sorted(RESULTS.glob("channel_tables_*.jsonl")):
+        rows = jsonl(path.name)
+        out += [[r["clip"], r["codec"], f"{r['target_bpp']:g}", f"{r['params']:,}", f"{r['bpp']:.4f}",
+                 f"{r['out_saved']:.2%} / {r['in_saved']:.2%}", f"{r['out_saved_free']:.2%} / {r['in_saved_free']:.2%}",
+                 str(r["tensors"])] for r in rows if r["commit"] == rows[-1]["commit"]]
+    return markdown(["clip", "model", "target bpp", "params", "file bpp",
+                     "file smaller by, table per output / input channel", "the same with headers free",
+                     "tensors with channels of ≥ 128"], out)
+
+
+@table
 def memory() -> str:
     """bench/README: every measurement of bench/memory.py (results/memory.jsonl), oldest first. Rows before
     the bound had a program term (commit ab0dc93) measured the whole clip and have no P or allowance."""

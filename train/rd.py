@@ -39,6 +39,9 @@ MIN_STEP = 1e-6
 # on 32 carphone frames (NeRV 30k, whose channels hold 72-80 weights): one step per tensor everywhere saves
 # ~1.8 KB of ~10 KB files. 128 follows the suggestion for larger channels (not yet measured).
 PER_CHANNEL_MIN = 128   # a channel of zeros gets this step (its symbols are 0 whatever the step)
+# The symbols keep one LAPLACE table per tensor: with the step per channel above, a table per output or input
+# channel (NVRC's +13 % ablation) would make a 0.09 bpp carphone file 1.2 % smaller for HNeRV and nothing for
+# NeRV, NeRV++ or CAM, at most 2.9 % even with its headers free (bench/channel_tables.py, bench/README.md).
 # --bpp under rate-distortion training sizes the model for this many file bits per parameter: the rate term
 # then has room to trade (a fit at a fixed λ spends ~1.7 bits per parameter on 32 carphone frames at λ 0.03,
 # against 6.8 for fit + QAT at 6 bits), and the bpp controller (Control) lands the file on the target
