@@ -27,10 +27,8 @@ import numpy as np
 
 from codec import rate
 from codec.rate import fit_to_support
-from eval.results import git_commit
-from inr.video import bundled_clip, read_video
-from step_search import fit_point   # bench/step_search.py (Python puts the script's folder on sys.path)
-from table import fit_bench_parser, print_table, provenance, record
+from step_search import fit_point, sweep   # bench/step_search.py (Python puts the script's folder on sys.path)
+from table import fit_bench_parser, provenance
 
 MIN_CHANNEL = 128   # as train.rd.PER_CHANNEL_MIN: a channel with fewer symbols keeps the tensor's table
 COLUMNS = [("codec", "model", "{}"), ("params", "params", "{:,}"), ("bpp", "file bpp", "{:.4f}"),
@@ -95,16 +93,9 @@ def run(model: str, video, bpp: float, epochs: float) -> dict:
 
 def main(argv=None) -> int:
     args = fit_bench_parser(__doc__, "nerv,hnerv,nervpp,cam").parse_args(argv)
-    video = read_video(bundled_clip(args.clip))
-    args.out.mkdir(parents=True, exist_ok=True)
-    results, rows, rev = args.out / f"channel_tables_{args.clip}.jsonl", [], git_commit()
-    for model in args.models.split(","):
-        record(results, rows, {**run(model, video, args.bpp, args.epochs), "clip": args.clip, "commit": rev})
-        r = rows[-1]
-        print(f"done {model}: per output channel saves {r['out_saved']:+.2%} of the file, per input channel "
-              f"{r['in_saved']:+.2%}", flush=True)
-    print_table(rows, COLUMNS)
-    return 0
+    return sweep(args, "channel_tables", lambda model, video: run(model, video, args.bpp, args.epochs), COLUMNS,
+                 said=lambda r: f"a table per output channel saves {r['out_saved']:.2%} of the file, per input "
+                                f"channel {r['in_saved']:.2%}")
 
 
 if __name__ == "__main__":

@@ -113,17 +113,21 @@ def run(model: str, frames: np.ndarray, fps: float, bpp: float, epochs: float) -
     return refined_row(model, bpp, epochs, enc, encode_s, busy, found, frames)
 
 
-def sweep(args, name: str, run_one, columns) -> int:
-    """A refinement benchmark over `args.models` on `args.clip`: each family's row from `run_one(model,
-    video)`, recorded in results/<name>_<clip>.jsonl as soon as it is made, then printed as a table."""
+def _before_after(r: dict) -> str:
+    return (f"{r['psnr_before']:.3f} -> {r['psnr_after']:.3f} dB, {r['bpp_before']:.5f} -> {r['bpp_after']:.5f} "
+            "bpp")
+
+
+def sweep(args, name: str, run_one, columns, said=_before_after) -> int:
+    """A benchmark of families' files over `args.models` on `args.clip`: each family's row from
+    `run_one(model, video)`, recorded in results/<name>_<clip>.jsonl as soon as it is made (and `said` of
+    it printed), then printed as a table."""
     video = read_video(bundled_clip(args.clip))
     args.out.mkdir(parents=True, exist_ok=True)
     results, rows, rev = args.out / f"{name}_{args.clip}.jsonl", [], git_commit()
     for model in args.models.split(","):
         record(results, rows, {**run_one(model, video), "clip": args.clip, "commit": rev})
-        r = rows[-1]
-        print(f"done {model}: {r['psnr_before']:.3f} -> {r['psnr_after']:.3f} dB, {r['bpp_before']:.5f} -> "
-              f"{r['bpp_after']:.5f} bpp", flush=True)
+        print(f"done {model}: {said(rows[-1])}", flush=True)
     print_table(rows, columns)
     return 0
 
