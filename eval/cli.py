@@ -251,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="results file (JSON lines; finished rows are kept)")
     p.add_argument("--codecs", default="hnerv,nerv,x264,x265,av1",
                    help="comma list of models and baselines (x264, x265, av1 or e.g. x265-medium); "
-                        "a model may set config fields, e.g. hnerv:cam_nodes=30")
+                        "a model may set config fields, e.g. hnerv:cam_nodes=30; a plain model sweeps the "
+                        "fixed-bit pipeline at --bits, MODEL+rd (e.g. nerv+rd) the rate-distortion one")
     p.add_argument("--points", type=_int_in(1, 100), default=4, help="rate points per codec (default 4)")
     p.add_argument("--sizes", type=_sizes,
                    help="comma list of INR parameter budgets, instead of --points spread over --bpp-range")
