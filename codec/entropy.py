@@ -54,6 +54,11 @@ _CACHED_MODELS = 64
 STREAM_SLACK_WORDS = 2
 
 
+class SupportTooWide(ValueError):
+    """Symbols spanning more values than any table may hold (MAX_SUPPORT): no file can code them, as the
+    weights of a fit that blew up against their quantization steps give."""
+
+
 @dataclasses.dataclass(frozen=True)
 class EntropyModel:
     """An integer probability table over the symbols lo..hi, described by a few stored integers."""
@@ -265,7 +270,7 @@ def fit_model(symbols: np.ndarray, kinds: tuple[int, ...] | None = None) -> Entr
     x = x.astype(np.int64)
     lo, hi = int(x.min()), int(x.max())
     if hi - lo + 1 > MAX_SUPPORT:
-        raise ValueError(f"symbols span {hi - lo + 1} values, more than {MAX_SUPPORT}")
+        raise SupportTooWide(f"symbols span {hi - lo + 1} values, more than {MAX_SUPPORT}")
     uniform = EntropyModel(UNIFORM, lo, hi, ())
     if lo == hi:
         return uniform

@@ -13,6 +13,7 @@ import numpy as np
 from codec import api
 from codec.api import QuantPolicy
 from codec.bytesio import FormatError
+from codec.entropy import SupportTooWide
 from codec.params import flatten
 from inr import registry, sizing
 from inr.config import Geometry
@@ -145,9 +146,7 @@ def encode(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, 
                 quantized, data, result.step_scale = _landed(config, result, policy,
                                                              target * config.geometry.pixels, (quantized, data))
         api.decompress(data)
-    # ValueError: symbols no entropy table can hold (codec.entropy.MAX_SUPPORT), as finite weights that
-    # blew up against their learned steps give
-    except (FormatError, ValueError) as e:
+    except (FormatError, SupportTooWide) as e:
         raise Diverged(f"the fitted weights do not make a valid file ({e}); the fit probably diverged, "
                        "try a lower --lr") from None
     result.seconds += time.perf_counter() - t

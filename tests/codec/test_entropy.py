@@ -230,7 +230,7 @@ def test_truncated_stream_raises_or_differs():
 def test_fit_rejects_non_integer_and_too_wide_input():
     with pytest.raises(ValueError):
         entropy.fit_model(np.array([0.5, 1.0]))
-    with pytest.raises(ValueError):
+    with pytest.raises(entropy.SupportTooWide):   # a ValueError
         entropy.fit_model(np.array([0, entropy.MAX_SUPPORT]))
 
 
