@@ -29,8 +29,8 @@ from codec import rate
 from codec.rate import fit_to_support
 from step_search import fit_point, sweep   # bench/step_search.py (Python puts the script's folder on sys.path)
 from table import fit_bench_parser, provenance
+from train.rd import PER_CHANNEL_MIN   # a channel with fewer symbols keeps the tensor's table, as for steps
 
-MIN_CHANNEL = 128   # as train.rd.PER_CHANNEL_MIN: a channel with fewer symbols keeps the tensor's table
 COLUMNS = [("codec", "model", "{}"), ("params", "params", "{:,}"), ("bpp", "file bpp", "{:.4f}"),
            ("per_tensor_bits", "payload bits, table per tensor", "{:,.0f}"),
            ("out_saved", "per output channel: file smaller by", "{:.2%}"),
@@ -55,25 +55,25 @@ def _per_channel(symbols: np.ndarray, axis: int) -> tuple[float, int]:
 
 
 def measure(quantized: dict) -> dict:
-    """Payload bits of the file's symbols with a table per tensor, and the bits a table per output / input
-    channel saves (with and without the extra headers), summed over tensors."""
-    tensor_bits, saved, tensors = 0.0, {"out": 0.0, "in": 0.0, "out_free": 0.0, "in_free": 0.0}, 0
+    """Payload bits of the file's symbols with a table per tensor ("per_tensor_bits") and the bits a table
+    per output / input channel saves, summed over tensors: with the extra headers ("out_saved", "in_saved")
+    and without ("out_saved_free", "in_saved_free")."""
+    found = dict.fromkeys(("per_tensor_bits", "out_saved", "in_saved", "out_saved_free", "in_saved_free"), 0.0)
+    tensors = 0
     for q in quantized.values():
         s = np.asarray(q.symbols)
         if s.size == 0 or s.min() == s.max():   # a constant tensor codes nothing
             continue
         bits, header = _table(s)
-        tensor_bits += bits
-        counted = False
-        for name, axis in (("out", -1), ("in", -2)):
-            if s.ndim < 2 or s.size // s.shape[axis] < MIN_CHANNEL:
-                continue
-            counted = True
+        found["per_tensor_bits"] += bits
+        axes = [(name, axis) for name, axis in (("out", -1), ("in", -2))
+                if s.ndim >= 2 and s.size // s.shape[axis] >= PER_CHANNEL_MIN]
+        for name, axis in axes:
             payload, headers = _per_channel(s, axis)
-            saved[name] += max(bits + header - payload - headers, 0.0)   # the cheaper of the two codings
-            saved[f"{name}_free"] += max(bits - payload, 0.0)
-        tensors += counted
-    return {"per_tensor_bits": tensor_bits, "saved_bits": saved, "tensors": tensors}
+            found[f"{name}_saved"] += max(bits + header - payload - headers, 0.0)   # the cheaper of the two
+            found[f"{name}_saved_free"] += max(bits - payload, 0.0)
+        tensors += bool(axes)
+    return {**found, "tensors": tensors}
 
 
 def run(model: str, video, bpp: float, epochs: float) -> dict:
@@ -81,14 +81,11 @@ def run(model: str, video, bpp: float, epochs: float) -> dict:
     t = time.perf_counter()
     found = measure(enc.quantized)
     file_bits = 8 * len(enc.data)
+    shares = {k: v / file_bits for k, v in found.items() if "_saved" in k}   # of the whole file
     return {"codec": model, "target_bpp": bpp, "epochs": epochs, "bpp": file_bits / config.geometry.pixels,
             "params": sum(q.symbols.size for q in enc.quantized.values()), "file_bits": file_bits,
-            "per_tensor_bits": found["per_tensor_bits"], "tensors": found["tensors"],
-            **{f"{k}_saved": v / file_bits for k, v in found["saved_bits"].items() if "free" not in k},
-            **{f"{k.removesuffix('_free')}_saved_free": v / file_bits for k, v in found["saved_bits"].items()
-               if "free" in k},
-            "min_channel": MIN_CHANNEL, "encode_s": encode_s, "measure_s": time.perf_counter() - t,
-            **provenance(busy)}
+            **found, **shares, "min_channel": PER_CHANNEL_MIN, "encode_s": encode_s,
+            "measure_s": time.perf_counter() - t, **provenance(busy)}
 
 
 def main(argv=None) -> int:
