@@ -108,9 +108,10 @@ class ModelSpec:
     # (config, standard phases as dicts of train.schedule.Phase fields, epochs, lr) -> the family's phases:
     # the standard fit -> prune -> QAT schedule, or its own (NIRVANA: one phase per group of frames)
     schedule: Callable = standard_schedule
-    rd_fields: Callable = no_rd_fields     # (geometry, target bpp) -> {config field: value}: what a rate-
-                                           # distortion fit under --bpp sets besides the size (under the
-                                           # model string's own fields), e.g. HNeRV's embedding channels
+    rd_fields: Callable = no_rd_fields     # (geometry, target bpp) -> {config field or for_size keyword:
+                                           # value}: what a rate-distortion fit under --bpp sets besides the
+                                           # size (under the model string's own fields), e.g. HNeRV's
+                                           # embedding channels and stage widths
     fit_options: frozenset | None = None   # which of FIT_OPTIONS the family honours; None: all (--embed-bits
                                            # only with `embeddings`)
     # --- what is stored, and how ---

@@ -312,6 +312,23 @@ def test_nerva_fit_sizes_a_rate_distortion_model_by_its_familys_table(bpp):
     assert 0.85 * budget <= n <= budget
 
 
+def test_hnervs_rate_distortion_widths_fall_by_1_5_per_stage_to_at_least_6_while_the_fixed_pipelines_keep_the_references():
+    # inr/hnerv.py RD_REDUCE / RD_LOWER_WIDTH: each stage round(C_in / 1.5) channels, at least 6, from the
+    # stem's width; the fixed pipeline's model keeps the reference's C_in / 1.2, at least 12
+    def chain(width, reduce, lower):
+        out, c = [], width
+        for _ in range(5):   # carphone: 5 upsampling stages
+            c = max(int(c / reduce + 0.5), min(lower, width))
+            out.append(c)
+        return tuple(out)
+
+    carphone = Geometry.of(120, 144, 176)
+    rd = train.presets.rd_config("hnerv", carphone, 0.093)
+    assert rd.channels == chain(rd.stem_channels, 1.5, 6) and rd.channels[-1] < 12
+    fixed = train.encode.make_config("hnerv", carphone, n_params=100_000)
+    assert fixed.channels == chain(fixed.stem_channels, 1.2, 12) and fixed.channels[-1] == 12
+
+
 def test_rate_distortion_sizing_gives_hnervs_embeddings_a_share_of_the_rate_under_the_model_strings_fields():
     # 0.065 stored embedding values per pixel per bpp: carphone's 3×4 embedding grid at 0.02 bpp gets
     # 0.065·0.02·176·144 / 12 = 2.75 -> 3 channels, bigbuckbunny 320×180's 2×4 grid 0.065·0.02·57,600 / 8 =
