@@ -173,14 +173,16 @@ def test_a_larger_lambda_writes_a_smaller_payload_whose_tensors_use_laplace_tabl
 
 def test_the_controller_moves_log_lambda_by_its_gain_times_the_clipped_log_ratio_of_estimate_to_target():
     assert rd.CONTROL_GAIN == 0.06 and rd.CONTROL_MAX_MOVE == 1.0 and rd.CONTROL_TRAVEL == 24.0
+    assert rd.CONTROL_AIM == 1.03
     control = {"log_lambda": jnp.float32(np.log(0.1)), "side_bits": jnp.float32(1000.0)}
-    target = jnp.float32(11000.0)   # the file's bits: 10,000 of payload beside 1,000 side bits
+    # the target's bits aimed 3 % above: 1.03 · 10,679.6 = 11,000, i.e. 10,000 of payload beside 1,000 side bits
+    target = jnp.float32(11000.0 / 1.03)
 
     def moved(estimate):
         return float(rd.controlled(control, jnp.float32(estimate), target, 2000)["log_lambda"]) - np.log(0.1)
     assert moved(20000.0) == pytest.approx(0.06 * np.log(2.0), abs=1e-6)    # twice the payload: λ grows
     assert moved(5000.0) == pytest.approx(-0.06 * np.log(2.0), abs=1e-6)    # half: λ shrinks as much
-    assert moved(10000.0) == pytest.approx(0.0, abs=1e-6)                   # on target: unchanged
+    assert moved(10000.0) == pytest.approx(0.0, abs=1e-6)                   # on the aim: unchanged
     assert moved(10000.0 * np.e ** 3) == pytest.approx(0.06, abs=1e-6)      # log ratio 3 clipped to 1
     top = {**control, "log_lambda": jnp.float32(np.log(rd.LAMBDA_RANGE[1]))}
     assert float(rd.controlled(top, jnp.float32(1e9), target, 2000)["log_lambda"]) == pytest.approx(
