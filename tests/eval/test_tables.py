@@ -88,6 +88,18 @@ def test_first_rows_drops_every_row_of_the_named_codecs(tmp_path, capsys):
     assert "kept 2 of 4 rows" in out
 
 
+def test_first_rows_drops_the_rows_of_the_named_keys_only(tmp_path, capsys):
+    path = tmp_path / "r.jsonl"
+    rows = [{"key": "hnerv+rd|c|bpp=0.02,e", "codec": "hnerv+rd"}, {"key": "hnerv+rd|c|bpp=0.2,e", "codec": "hnerv+rd"},
+            {"key": "nerv+rd|c|bpp=0.02,e", "codec": "nerv+rd"}]
+    lines = [json.dumps(r) for r in rows]
+    path.write_text("".join(line + "\n" for line in lines))
+    assert first_rows.main([str(path), "--drop-key", "hnerv+rd|c|bpp=0.02,e", "--drop-key", "x|y"]) == 0
+    assert path.read_text() == f"{lines[1]}\n{lines[2]}\n"
+    out = capsys.readouterr().out
+    assert f"{path}:1: dropped, key hnerv+rd|c|bpp=0.02,e" in out and "kept 2 of 3 rows" in out
+
+
 def test_the_encode_time_table_shows_each_familys_newest_complete_pair(tmp_path, monkeypatch):
     def row(codec, pipeline, commit, encode_s):
         return {"clip": "c", "codec": codec, "pipeline": pipeline, "commit": commit, "target_bpp": 0.09,
