@@ -17,7 +17,7 @@ from inr.errors import ConfigError
 MAX_PARAMS = 1 << 26
 # `nerva fit`'s target under the rate-distortion pipeline (train.cli) when neither --bpp nor --lambda is
 # given. That pipeline is the default since it won on every family and clip measured (bench/README.md,
-# issue 14: BD-rate against fit + 6-bit QAT at the same epochs from -25 % to -66 %); 0.1 bpp lies inside
+# issue 14: BD-rate against fit + 6-bit QAT at the same epochs from -39 % to -66 %); 0.1 bpp lies inside
 # the range those sweeps cover (0.02-0.2).
 DEFAULT_BPP = 0.1
 
