@@ -59,17 +59,18 @@ def _landed(config, result: FitResult, policy: QuantPolicy, target_bits: float, 
         steps = {p: np.asarray(s, np.float32) * np.float32(factor) for p, s in result.steps.items()}
         return rd.file_of(config, result.variables, result.aux, steps, policy)
 
+    def outside(data: bytes) -> bool:
+        return abs(8 * len(data) - target_bits) > LANDING_TOLERANCE * target_bits
+
     best = (*first, 1.0)
-    if abs(8 * len(first[1]) - target_bits) <= LANDING_TOLERANCE * target_bits:
+    if not outside(first[1]):
         return best
     side = 1.0 if 8 * len(first[1]) > target_bits else -1.0
-    promised = target_bits
-    target_bits *= 1.0 + side * LANDING_TOLERANCE * LANDING_AIM   # inside the nearer edge of the tolerance
+    aim = target_bits * (1.0 + side * LANDING_TOLERANCE * LANDING_AIM)   # inside the nearer edge of the tolerance
 
     def miss(data: bytes) -> tuple[bool, float]:
         """(outside the tolerance, distance from the aim): tuples order files within the tolerance first."""
-        return (abs(8 * len(data) - promised) > LANDING_TOLERANCE * promised,
-                abs(8 * len(data) - target_bits) / target_bits)
+        return outside(data), abs(8 * len(data) - aim) / aim
     # the factor lies above 1 for a file too large, below it for one too small: factor 1 is `first`, tried
     lo, hi = (0.0, np.log(LANDING_RANGE[1])) if side > 0 else (np.log(LANDING_RANGE[0]), 0.0)
     for _ in range(LANDING_ITERATIONS):
@@ -77,7 +78,7 @@ def _landed(config, result: FitResult, policy: QuantPolicy, target_bits: float, 
         quantized, data = file_at(float(np.exp(mid)))
         if miss(data) < miss(best[1]):
             best = (quantized, data, float(np.exp(mid)))
-        if 8 * len(data) > target_bits:
+        if 8 * len(data) > aim:
             lo = mid     # too many bits: coarser steps
         else:
             hi = mid
