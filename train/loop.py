@@ -395,9 +395,11 @@ def _evaluate(fn, state: "_State", frames: np.ndarray, batch: int = DEFAULT_BATC
     return float(mean_psnr(np.concatenate(out)))
 
 
-def _start_phase(spec, config, train, k: int, state: _State, frames, policy: QuantPolicy) -> _State:
+def _start_phase(spec, config, train, k: int, state: _State, frames, policy: QuantPolicy,
+                 ended_psnr: float | None = None) -> _State:
     """Phase-start actions: store encoder embeddings after the last encoder phase, prune, start the learned
-    steps and the bpp controller, new optimizer."""
+    steps and the bpp controller, new optimizer. `ended_psnr` is the previous phase's end PSNR over every
+    frame where this process measured it (the controller's start reads it instead of measuring again)."""
     phase = train.phases[k]
     prev_encoder = k > 0 and train.phases[k - 1].use_encoder
     variables, masks = state.variables, state.masks
@@ -414,9 +416,13 @@ def _start_phase(spec, config, train, k: int, state: _State, frames, policy: Qua
     control = state.control
     if phase.target_bpp and not (k > 0 and train.phases[k - 1].target_bpp):
         # λ starts at the slope the fit's distortion suggests; the side information (header, tables,
-        # steps) is what a file of this state spends besides the estimated payload
-        mse = 10.0 ** (-_evaluate(_eval_fn(config, train.phases[max(k - 1, 0)], policy),
-                                  dataclasses.replace(state, variables=variables, aux=aux), frames) / 10.0)
+        # steps) is what a file of this state spends besides the estimated payload. The previous phase's
+        # end PSNR is that of this state as that phase sees it (storing HNeRV's embeddings changes no
+        # value its encoder-driven evaluation reads), so it is measured again only after a resume.
+        if ended_psnr is None:
+            ended_psnr = _evaluate(_eval_fn(config, train.phases[max(k - 1, 0)], policy),
+                                   dataclasses.replace(state, variables=variables, aux=aux), frames)
+        mse = 10.0 ** (-ended_psnr / 10.0)
         control = rd.start_control(config, variables, aux, steps, policy, mse, phase)
     return _with_optimizer(train, k, _State(variables, aux, None, masks, steps, control))
 
@@ -595,12 +601,12 @@ def fit(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, *, 
     if bar and done:
         bar.update(done)
     run = _Run(_Meter(), [], bar, checkpointer, stop, log_every, int(starts[-1]))
-    t0, float_psnr = time.perf_counter(), None
+    t0, float_psnr, ended_psnr = time.perf_counter(), None, None
     for k, phase in enumerate(train.phases):
         if done >= starts[k + 1]:
             continue
         if done <= starts[k]:
-            state = _start_phase(spec, config, train, k, state, frames, policy)
+            state = _start_phase(spec, config, train, k, state, frames, policy, ended_psnr)
         step = make_step(config, train, phase, steps[k], policy, frames.shape[0])
         tree, done = _run_phase(step, state.tree(), frames, jax.random.fold_in(shuffle_key, k),
                                 range(done - starts[k], steps[k]), done, phase, run,
@@ -614,6 +620,7 @@ def fit(config, frames: np.ndarray, train: TrainConfig, policy: QuantPolicy, *, 
                                else {"lambda": phase.rate_weight} if phase.rate_weight else {})})
         if not (phase.quantize or phase.rd):
             float_psnr = end_psnr
+        ended_psnr = None if phase.frames else end_psnr   # over every frame, as the controller's start reads it
     if bar:
         bar.close()
     variables = state.variables

@@ -12,7 +12,7 @@ from inr.config import Geometry
 from inr.errors import ConfigError
 from train.checkpoint import Checkpointer
 from train import presets
-from train.loop import fit, init_state, phase_steps, prunable
+from train.loop import Interrupted, fit, init_state, phase_steps, prunable
 from train.schedule import Phase, TrainConfig, standard
 
 
@@ -86,6 +86,30 @@ def test_resumed_fit_equals_uninterrupted_fit(name, stop_at, synthetic, tmp_path
     resumed = fit(config, synthetic, train, QuantPolicy(), checkpointer=ckpt).variables
     ckpt.close()
     assert _leaves_equal(full, resumed)
+
+
+# The bpp controller's λ starts from the distortion the fit ended on: an uninterrupted run reads the fit's
+# phase-end PSNR, a run resumed exactly at the noisy phase's start measures it again (HNeRV: after its
+# embeddings are stored). Both must start λ alike, or the resumed file would differ.
+@pytest.mark.parametrize("name", ["nerv", "hnerv"])
+def test_a_target_bpp_fit_resumed_at_the_controllers_start_equals_the_uninterrupted_fit(name, synthetic, tmp_path):
+    config = _config(name, synthetic)
+    train = TrainConfig((Phase("fit", 3, 3e-3, warmup=0.2, use_encoder=True),
+                         Phase("rd", 1, 1e-3, rd="noise", target_bpp=2.0),
+                         Phase("ste", 1, 1e-3, rd="ste", target_bpp=2.0)), batch=2, seed=3)
+    boundary = phase_steps(train, synthetic.shape[0])[0]
+    full = fit(config, synthetic, train, QuantPolicy())
+    ckpt = Checkpointer(tmp_path / "ck", "run", every=1000)
+    calls = iter(range(1, 10_000))
+    with pytest.raises(Interrupted):
+        fit(config, synthetic, train, QuantPolicy(), checkpointer=ckpt, stop=lambda: next(calls) >= boundary)
+    ckpt.close()
+    ckpt = Checkpointer(tmp_path / "ck", "run", every=1000)
+    resumed = fit(config, synthetic, train, QuantPolicy(), checkpointer=ckpt)
+    ckpt.close()
+    assert resumed.history[0]["phase"] == "rd"   # it did resume at the boundary: no fit phase ran again
+    assert resumed.final_lambda == full.final_lambda
+    assert _leaves_equal(full.variables, resumed.variables)
 
 
 def test_checkpoint_of_another_run_is_refused(synthetic, tmp_path):
