@@ -123,12 +123,8 @@ class Symbols:
 
     def as_dict(self) -> dict:
         """{path: symbols of the tensor's own shape}."""
-        out, start = {}, 0
-        for p, shape in zip(self.paths, self.shapes):
-            size = math.prod(shape)
-            out[p] = self.values[start:start + size].reshape(shape)
-            start += size
-        return out
+        parts = _split(self.values, [math.prod(shape) for shape in self.shapes])
+        return {p: part.reshape(shape) for p, shape, part in zip(self.paths, self.shapes, parts)}
 
     @staticmethod
     def of(symbols: dict) -> "Symbols":
@@ -150,13 +146,21 @@ def _flat(variables, log_steps: dict, step_of):
         return jnp.zeros((0,), jnp.float32), jnp.zeros((0,), jnp.float32), paths, shapes
     weights = jnp.concatenate([jnp.ravel(jnp.asarray(w, jnp.float32)) for _, w in items])
     logs = [jnp.ravel(jnp.asarray(log_steps[p], jnp.float32)) for p in paths]
-    steps, spread, first = step_of(jnp.concatenate(logs)), [], 0
     for shape, log in zip(shapes, logs):
         if log.size != 1 and not (shape and log.size == shape[-1]):
             raise ValueError(f"{log.size} steps for a tensor of shape {shape}: one, or one per last-axis channel")
-        spread.append(jnp.ravel(jnp.broadcast_to(steps[first:first + log.size], shape)))
-        first += log.size
+    steps = _split(step_of(jnp.concatenate(logs)), [log.size for log in logs])
+    spread = [jnp.ravel(jnp.broadcast_to(step, shape)) for step, shape in zip(steps, shapes)]
     return weights, jnp.concatenate(spread), paths, shapes
+
+
+def _split(flat, sizes: list[int]) -> list:
+    """`flat` cut into consecutive pieces of `sizes` by one split, whose gradient is one concatenation (cut
+    by a static slice each, the gradient is a zero-padded copy of the whole array per piece, all summed).
+    One training step at 176×144, batch 2 (30 steps each; by slices -> by the split): NeRV++ 92k in 70
+    tensors noisy 109.6 -> 99.1 ms, straight-through 98.6 -> 83.9 ms; HNeRV 131k in 15 tensors noisy 50.7 ->
+    42.8 ms, straight-through 47.8 -> 40.6 ms (its 6-bit QAT step: 41-43 ms)."""
+    return jnp.split(flat, np.cumsum(sizes)[:-1].tolist()) if sizes else []
 
 
 def quantized(variables, log_steps: dict, hard, key, progress, anneal: quantsim.Anneal):
