@@ -103,7 +103,7 @@ class ModelSpec:
                                                   # under the file's LAPLACE model (train.rd.bits) in phases
                                                   # with a rate weight, and the codec codes them with it
     # The family's training preset for a 2-core CPU (train.presets.Preset fields: size, lr, beta1, epochs,
-    # optionally loss, rd_fit_share and rd_bits_per_param). Plain values: inr imports no train.
+    # optionally loss, rd_fit_share, rd_noise_share and rd_bits_per_param). Plain values: inr imports no train.
     preset: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_PRESET))
     # (config, standard phases as dicts of train.schedule.Phase fields, epochs, lr) -> the family's phases:
     # the standard fit -> prune -> QAT schedule, or its own (NIRVANA: one phase per group of frames)

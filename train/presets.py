@@ -10,7 +10,7 @@ import math
 from inr import registry
 from train import rd
 from train.encode import make_config
-from train.schedule import RD_SHARES, Phase, TrainConfig, standard
+from train.schedule import RD_NOISE_SHARE, RD_SHARES, Phase, TrainConfig, standard
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +24,9 @@ class Preset:
     # log bpp between them, held past the ends (one pair: that share at every rate), so that a fit at a fixed
     # λ (no target, bpp 0) takes the lowest rate's share
     rd_fit_share: tuple = ((0.1, RD_SHARES[0]),)
+    # the noisy soft-rounding phase's share of the epochs the float fit leaves (the straight-through phase
+    # takes the rest)
+    rd_noise_share: float = RD_NOISE_SHARE
     # --bpp under rate-distortion training sizes the model for this many file bits per parameter, as
     # (target bpp, bits) pairs: linear in log-log between them, held past the ends; () is
     # train.rd.CONTROL_BITS_PER_PARAM at every rate
@@ -81,7 +84,7 @@ def train_config(model: str, epochs: float | None = None, lr: float | None = Non
     spec = registry.parse(model)[0]
     train = standard(epochs or p.epochs, lr=lr or p.lr, prune=prune, qat_epochs=qat_epochs, batch=batch,
                      seed=seed, loss=p.loss, rate_weight=rate_weight, target_bpp=target_bpp,
-                     rd_fit_share=rd_fit_share(model, target_bpp))
+                     rd_fit_share=rd_fit_share(model, target_bpp), rd_noise_share=p.rd_noise_share)
     phases = family_phases(spec, config, train.phases, epochs or p.epochs, lr or p.lr)
     return dataclasses.replace(train, phases=phases, beta1=p.beta1)
 

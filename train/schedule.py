@@ -77,7 +77,8 @@ class TrainConfig(ConfigBase):
 # epochs the fixed-bit schedule spends (fit + QAT), so both pipelines train for the same number of epochs.
 # A family's preset may give the float fit another share (Preset.rd_fit_share: HNeRV trains its encoder only
 # in the float fit, and its embeddings are stored from it, see inr/hnerv.py); the noisy and the
-# straight-through phase split what it leaves in the ratio of their shares here.
+# straight-through phase split what it leaves in the ratio of their shares here, or as the preset's
+# rd_noise_share says (HNeRV's shorter noisy phase, inr/hnerv.py).
 # At our short schedules most of the quantized epochs go to the straight-through phase, at the fit's full
 # learning rate: the noisy phase trains the weights under noise of a whole step (Kumaraswamy a → 1 is
 # uniform noise), which the rounded model never sees, and on the coarse steps of 1.5–3 bits per parameter
@@ -92,6 +93,7 @@ class TrainConfig(ConfigBase):
 # back as the learning rate fell); warmed up it landed (28.72 dB @0.1923) and NeRV did not change (0.043:
 # 26.74 @0.0414, 0.2: 29.29 @0.1928).
 RD_SHARES = (0.1, 0.3, 0.6)
+RD_NOISE_SHARE = RD_SHARES[1] / (RD_SHARES[1] + RD_SHARES[2])   # the noisy phase's share of the quantized epochs
 RD_LR = (1.0, 1.0, 1.0)
 RD_STE_WARMUP = 0.1
 
@@ -99,31 +101,34 @@ RD_STE_WARMUP = 0.1
 def standard(epochs: float, lr: float = 1e-3, prune: float = 0.0, qat_epochs: float | None = None,
              batch: int = 2, seed: int = 0, use_encoder: bool = True, loss: str = "l2",
              rate_weight: float = 0.0, target_bpp: float = 0.0,
-             rd_fit_share: float = RD_SHARES[0]) -> TrainConfig:
+             rd_fit_share: float = RD_SHARES[0], rd_noise_share: float = RD_NOISE_SHARE) -> TrainConfig:
     """fit (10% warmup + cosine) -> optional prune fine-tune -> quantization-aware fine-tune.
 
     Fine-tuning phases get a tenth of the fit's epochs each (at least one) and a lower learning rate.
     With a `rate_weight` λ > 0 or a `target_bpp` the schedule is rate-distortion instead (loss = distortion
     + λ · estimated bits per pixel, λ fixed or following the target): the fit's and the QAT's epochs split by
     RD_SHARES into a float fit, a noisy soft-rounding phase on learned steps and a straight-through phase,
-    with the prune fine-tune (if any) after the fit; `rd_fit_share` is the float fit's share, and the other
-    two split the rest in RD_SHARES' ratio.
+    with the prune fine-tune (if any) after the fit; `rd_fit_share` is the float fit's share, and the noisy
+    phase takes `rd_noise_share` of the rest (RD_SHARES' ratio by default), the straight-through phase the
+    remainder.
     """
     tune = max(1.0, round(epochs / 10)) if qat_epochs is None else qat_epochs
     rate_aware = rate_weight > 0 or target_bpp > 0
     total = epochs + tune
     if not 0.0 < rd_fit_share < 1.0:
         raise ValueError(f"rd_fit_share must be in (0, 1), got {rd_fit_share}")
+    if not 0.0 < rd_noise_share < 1.0:
+        raise ValueError(f"rd_noise_share must be in (0, 1), got {rd_noise_share}")
     fit_epochs = total * rd_fit_share if rate_aware else epochs
     phases = [Phase("fit", fit_epochs, lr, warmup=0.1, use_encoder=use_encoder)]
     if prune > 0:
         phases.append(Phase("prune", tune, lr * 0.2, warmup=0.0, sparsity=prune))
     if rate_aware:
         rate = dict(rate_weight=rate_weight, target_bpp=target_bpp)
-        quantized = total * (1.0 - rd_fit_share)   # the noisy and straight-through phases, in RD_SHARES' ratio
-        ste = RD_SHARES[2] / (RD_SHARES[1] + RD_SHARES[2])
-        phases += [Phase("rd", quantized * (1.0 - ste), lr * RD_LR[1], rd="noise", **rate),
-                   Phase("ste", quantized * ste, lr * RD_LR[2], warmup=RD_STE_WARMUP, rd="ste", **rate)]
+        quantized = total * (1.0 - rd_fit_share)   # the noisy and straight-through phases
+        phases += [Phase("rd", quantized * rd_noise_share, lr * RD_LR[1], rd="noise", **rate),
+                   Phase("ste", quantized * (1.0 - rd_noise_share), lr * RD_LR[2], warmup=RD_STE_WARMUP,
+                         rd="ste", **rate)]
     elif tune > 0:
         phases.append(Phase("qat", tune, lr * 0.1, warmup=0.0, quantize=True))
     return TrainConfig(tuple(phases), batch=batch, loss=loss, seed=seed)

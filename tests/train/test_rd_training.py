@@ -231,18 +231,20 @@ def test_a_family_preset_sets_the_float_fits_share_of_a_rate_distortion_schedule
     def tiny(model):
         return inr.registry.get(model).config_cls.tiny(Geometry(4, 32, 48))
     # HNeRV's preset: at 0.043 bpp and below half the 33 epochs to the float fit (whose encoder makes the
-    # stored embeddings), a third of the rest to the noisy phase and two thirds straight through (RD_SHARES'
-    # 0.3 : 0.6); 0.7 at 0.2 bpp and above, and halfway between (0.6) at their geometric mean; a fit at a
-    # fixed λ takes the lowest rate's share
-    def epochs(**target):
-        return [(p.name, p.epochs) for p in presets.train_config("hnerv", 30, config=tiny("hnerv"), **target).phases]
+    # stored embeddings), a sixth of the rest to the noisy phase and five sixths straight through (its
+    # rd_noise_share; other families a third, RD_SHARES' 0.3 : 0.6); 0.7 at 0.2 bpp and above, and halfway
+    # between (0.6) at their geometric mean; a fit at a fixed λ takes the lowest rate's share
+    def epochs(model="hnerv", **target):
+        return [(p.name, p.epochs) for p in presets.train_config(model, 30, config=tiny(model), **target).phases]
     for bpp in (0.01, 0.043):
-        assert epochs(target_bpp=bpp) == [("fit", pytest.approx(16.5)), ("rd", pytest.approx(5.5)),
-                                          ("ste", pytest.approx(11.0))]
+        assert epochs(target_bpp=bpp) == [("fit", pytest.approx(16.5)), ("rd", pytest.approx(16.5 / 6)),
+                                          ("ste", pytest.approx(16.5 * 5 / 6))]
     assert epochs(rate_weight=0.01) == epochs(target_bpp=0.043)
     for bpp in (0.2, 0.5):
-        assert epochs(target_bpp=bpp) == [("fit", pytest.approx(23.1)), ("rd", pytest.approx(3.3)),
-                                          ("ste", pytest.approx(6.6))]
+        assert epochs(target_bpp=bpp) == [("fit", pytest.approx(23.1)), ("rd", pytest.approx(1.65)),
+                                          ("ste", pytest.approx(8.25))]
+    assert epochs("nerv", target_bpp=0.1) == [("fit", pytest.approx(3.3)), ("rd", pytest.approx(9.9)),
+                                              ("ste", pytest.approx(19.8))]
     assert epochs(target_bpp=(0.043 * 0.2) ** 0.5)[0] == ("fit", pytest.approx(19.8))
     hnerv = presets.train_config("hnerv", 30, config=tiny("hnerv"), target_bpp=0.1)
     assert hnerv.phases[0].use_encoder and not hnerv.phases[1].use_encoder
@@ -252,6 +254,8 @@ def test_a_family_preset_sets_the_float_fits_share_of_a_rate_distortion_schedule
     for bad in (0.0, 1.0, 1.2):
         with pytest.raises(ValueError, match="rd_fit_share must be in"):
             standard(30, target_bpp=0.1, rd_fit_share=bad)
+        with pytest.raises(ValueError, match="rd_noise_share must be in"):
+            standard(30, target_bpp=0.1, rd_noise_share=bad)
 
 
 def test_a_bpp_target_under_the_rd_pipeline_lands_within_5_percent_on_the_written_file(tmp_path, capsys):
