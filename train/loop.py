@@ -399,7 +399,8 @@ def _start_phase(spec, config, train, k: int, state: _State, frames, policy: Qua
                  ended_psnr: float | None = None) -> _State:
     """Phase-start actions: store encoder embeddings after the last encoder phase, prune, start the learned
     steps and the bpp controller, new optimizer. `ended_psnr` is the previous phase's end PSNR over every
-    frame where this process measured it (the controller's start reads it instead of measuring again)."""
+    frame where this process measured it (the controller's start reads it instead of measuring again, unless
+    this phase prunes first)."""
     phase = train.phases[k]
     prev_encoder = k > 0 and train.phases[k - 1].use_encoder
     variables, masks = state.variables, state.masks
@@ -419,7 +420,7 @@ def _start_phase(spec, config, train, k: int, state: _State, frames, policy: Qua
         # steps) is what a file of this state spends besides the estimated payload. The previous phase's
         # end PSNR is that of this state as that phase sees it (storing HNeRV's embeddings changes no
         # value its encoder-driven evaluation reads), so it is measured again only after a resume.
-        if ended_psnr is None:
+        if ended_psnr is None or phase.sparsity > 0:   # none measured, or this phase's pruning changed the state
             ended_psnr = _evaluate(_eval_fn(config, train.phases[max(k - 1, 0)], policy),
                                    dataclasses.replace(state, variables=variables, aux=aux), frames)
         mse = 10.0 ** (-ended_psnr / 10.0)
@@ -430,16 +431,11 @@ def _start_phase(spec, config, train, k: int, state: _State, frames, policy: Qua
 _initial_steps = jax.jit(rd.initial_steps)
 
 
-# Initialisation runs once per fit, so it is compiled without LLVM optimisation: 4-5x faster to compile
-# (random initialisers are slow to compile on CPU), and it runs in milliseconds either way.
-_INIT_OPTIONS = {"xla_backend_optimization_level": 0}
-
-
 def init_state(spec, config, train: TrainConfig) -> _State:
     key = jax.random.key(train.seed)
-    variables = jax.jit(spec.init, static_argnums=0, compiler_options=_INIT_OPTIONS)(
+    variables = jax.jit(spec.init, static_argnums=0, compiler_options=rd.ONCE_OPTIONS)(
         config, jax.random.fold_in(key, 0))
-    aux = jax.jit(spec.init_aux, static_argnums=0, compiler_options=_INIT_OPTIONS)(
+    aux = jax.jit(spec.init_aux, static_argnums=0, compiler_options=rd.ONCE_OPTIONS)(
         config, jax.random.fold_in(key, 1))
     variables, aux = _own_buffers((variables, aux))
     masks = jax.tree.map(jnp.ones_like, variables)
@@ -461,7 +457,7 @@ def _with_optimizer(train: TrainConfig, k: int, state: _State) -> _State:
 def _optimizer_init(clip_norm: float, beta1: float, beta2: float) -> Callable:
     """The optimizer's init as one jitted program (compiled once per tree structure, without LLVM
     optimisation): run eagerly, its many small ops each compile on first use (~2 s per new structure)."""
-    return jax.jit(_optimizer_of(clip_norm, beta1, beta2).init, compiler_options=_INIT_OPTIONS)
+    return jax.jit(_optimizer_of(clip_norm, beta1, beta2).init, compiler_options=rd.ONCE_OPTIONS)
 
 
 def _own_buffers(tree):

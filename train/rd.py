@@ -244,13 +244,17 @@ class Control:
         return {"log_lambda": jnp.float32(0.0), "side_bits": jnp.float32(0.0)}
 
 
+# Programs that run once per fit (initialisation, train.loop; the controller's start, below) are compiled
+# without LLVM optimisation: 4-5x faster to compile (random initialisers are slow to compile on CPU), and they
+# run in milliseconds either way.
+ONCE_OPTIONS = {"xla_backend_optimization_level": 0}
+
 # The payload estimate of a file of this state as one program: run op by op, its per-segment ops each
 # compiled on first use (measured on carphone, NeRV 90k: the controller's start, file write included,
-# 8.6 s op by op, 2.4 s as one program). It runs once per fit, so it is compiled without LLVM optimisation
-# (as train.loop's initialisation): HNeRV 131k on carphone 4.5 s -> 2.7 s to compile (two fits running beside
-# it), the same bits.
+# 8.6 s op by op, 2.4 s as one program); under ONCE_OPTIONS HNeRV 131k on carphone 4.5 s -> 2.7 s to compile
+# (two fits running beside it), the same bits.
 _file_bits = jax.jit(lambda variables, log_steps: bits(file_symbols(variables, log_steps)),
-                     compiler_options={"xla_backend_optimization_level": 0})
+                     compiler_options=ONCE_OPTIONS)
 
 
 def start_control(config, variables, aux, log_steps: dict, policy, mse: float, phase) -> dict:
