@@ -10,8 +10,9 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
-from codec import container, entropy, header, tensors
+from codec import assets, container, entropy, header, samples, tensors
 from codec.bytesio import FormatError
 from codec.params import first_match, flatten, layout_crc, unflatten
 from codec.quant import QuantizedTensor, quantize, quantize_with_steps
@@ -60,14 +61,15 @@ def abstract_variables(config):
     return jax.eval_shape(lambda: spec.init(config, jax.random.key(0)))
 
 
-def compress(config, quantized: dict[str, QuantizedTensor]) -> bytes:
-    """A complete .nerva file for `config` holding the quantized tensors."""
+def compress(config, quantized: dict[str, QuantizedTensor], rec: samples.RecSection | None = None) -> bytes:
+    """A complete .nerva file for `config` holding the quantized tensors and, for a family with REC collections
+    (ModelSpec.rec_collections), their relative-entropy-coded sample `rec`."""
     spec = registry.spec_of(config)
     abstract = abstract_variables(config)
     references = spec.references(config)
     sections = [container.Section(container.HEADER, header.write_config(config))]
     colls = {}
-    for name in sorted(abstract):
+    for name in _tensor_collections(spec, config, abstract):
         prefix = name + "/"
         colls[name] = {p[len(prefix):]: q for p, q in quantized.items() if p.startswith(prefix)}
         ref = references.get(name)
@@ -77,7 +79,12 @@ def compress(config, quantized: dict[str, QuantizedTensor]) -> bytes:
         else:   # the family codes this collection as its difference to an earlier one (sorted before it)
             body = tensors.encode_residual(name, ref, abstract[name], colls[name], colls[ref])
             sections.append(container.Section(container.RESIDUAL, body))
-    return container.pack(spec.model_id, sections, tensors.version_needed(abstract, quantized))
+    if (rec is None) != (not spec.rec_collections(config)):
+        raise ValueError(f"{spec.name}: a file holds a REC section exactly when its model has REC collections")
+    if rec is not None:
+        sections.append(container.Section(container.REC, samples.encode_section(rec)))
+    version = max(tensors.version_needed(abstract, quantized), container.REC_VERSION if rec is not None else 1)
+    return container.pack(spec.model_id, sections, version)
 
 
 # Parameter elements a file may describe (FORMAT.md §5.1). A tensor whose model codes nothing costs no
@@ -96,8 +103,22 @@ def element_limit(file_bytes: int) -> int:
     return min(MAX_ELEMENTS, ELEMENTS_FIXED + ELEMENTS_PER_BYTE * file_bytes)
 
 
+def _tensor_collections(spec, config, abstract) -> list[str]:
+    """The collections a file holds as TENSORS or RESIDUAL sections: all but the REC-coded ones and those the
+    prior asset supplies."""
+    return [n for n in sorted(abstract) if n not in spec.rec_collections(config) and n not in spec.asset_collections]
+
+
+def _data_sections(spec, config) -> int:
+    """Data sections a file of `config` holds: one per tensor collection, plus one REC section if it has any."""
+    n = spec.n_collections(config) - len(spec.asset_collections)
+    rec = len(spec.rec_collections(config))
+    return n - rec + (1 if rec else 0)
+
+
 def parse(data: bytes):
-    """(config, {collection: (quantized tensors, infos)}, sections) of a .nerva file.
+    """(config, {collection: (quantized tensors, infos)}, sections) of a .nerva file; a REC section is among
+    `sections` (rec_section reads it).
 
     Every count and size the file claims is checked against its length before anything is allocated or
     traced (FORMAT.md §3, §11); any invalid input raises FormatError with a one-line message.
@@ -115,10 +136,16 @@ def parse(data: bytes):
     budget = entropy.TableBudget(len(data))
     collections = {}
     for s in sections[1:]:
+        if s.kind == container.REC:
+            if container.format_version(data) < container.REC_VERSION:
+                raise FormatError(f"file of format version {container.format_version(data)} holds a REC section "
+                                  f"(version {container.REC_VERSION} and later)")
+            samples.decode_section(s.body)   # its counts and lengths checked here; its samples need the prior
+            continue
         if s.kind not in (container.TENSORS, container.RESIDUAL):
             raise FormatError(f"file holds a section of unknown kind {s.kind}")
         name = tensors.collection_name(s.body)
-        if name not in abstract or name in collections:
+        if name not in abstract or name in collections or name in spec.asset_collections:
             raise FormatError(f"file holds an unexpected collection {_shown(name)}")
         if s.kind == container.TENSORS:
             if name in references:
@@ -144,7 +171,7 @@ def _shown(name: str) -> str:
 def _checked_abstract(spec, config, n_sections: int, file_bytes: int):
     """The config's abstract variables, once its collection count (before tracing the model, where the
     family can count them without it) and its parameter elements agree with the file."""
-    _check_collection_count(_built(config, spec.n_collections), n_sections)
+    _check_collection_count(_built(config, lambda c: _data_sections(spec, c)), n_sections)
     abstract = _built(config, abstract_variables)
     elements = sum(math.prod(x.shape) for _, x in flatten(abstract))
     if elements > element_limit(file_bytes):
@@ -171,17 +198,45 @@ def _check_collection_count(count: int, n_sections: int) -> None:
                           "its header describes")
 
 
-def decompress(data: bytes):
-    """(config, variables) from the bytes of a .nerva file; needs no other input.
+def rec_section(config, sections) -> samples.RecSection | None:
+    """The file's REC section, checked against the model: exactly one where it has REC collections, else none."""
+    spec = registry.spec_of(config)
+    found = [samples.decode_section(s.body) for s in sections if s.kind == container.REC]
+    wanted = bool(spec.rec_collections(config))
+    if len(found) != int(wanted):
+        raise FormatError(f"file holds {len(found)} REC sections; its model needs {int(wanted)}")
+    return found[0] if found else None
+
+
+def decompress(data: bytes, priors=()):
+    """(config, variables) from the bytes of a .nerva file; needs no other input, except for a family coded
+    against a prior (RECOMBINER), whose asset is looked for in `priors` (files or directories), $NERVA_PRIORS
+    and the priors shipped with nerva (codec.assets.find).
 
     Also checks that the model renders frames of the header's geometry (FORMAT.md §11), so a decoder
     or player never serves frames of another size.
     """
-    config, collections, _ = parse(data)
+    config, collections, sections = parse(data)
     _check_rendered_shape(config)
     abstract = abstract_variables(config)
     variables = {name: dequantize_variables(abstract[name], q) for name, (q, _) in collections.items()}
+    rec = rec_section(config, sections)
+    if rec is not None:
+        asset = assets.find(rec.asset_id, rec.digest, priors)
+        prior = samples.prior_of_asset(config, asset)
+        for name, flat in samples.decode_samples(config, rec, prior).items():
+            variables[name] = _unraveled(abstract[name], flat)
+        variables.update({k: jax.tree.map(np.asarray, v) for k, v in prior.shared.items()})
     return config, variables
+
+
+def _unraveled(abstract, flat: np.ndarray):
+    """A raveled collection (jax.flatten_util.ravel_pytree's order, as the encoder laid it out) cut back into
+    its tensors, as numpy arrays."""
+    _, unravel = ravel_pytree(jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract))
+    return jax.tree.map(np.asarray, unravel(jnp.asarray(flat)))
+
+
 
 
 @functools.lru_cache(maxsize=32)
@@ -213,6 +268,6 @@ def read_file(path) -> bytes:
     return path.read_bytes()
 
 
-def load(path):
-    """(config, variables) of a .nerva file on disk."""
-    return decompress(read_file(path))
+def load(path, priors=()):
+    """(config, variables) of a .nerva file on disk (`priors`: where else to look for its prior, if it has one)."""
+    return decompress(read_file(path), priors)

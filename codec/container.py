@@ -1,7 +1,7 @@
 """The .nerva container: magic, format version, model id, length-prefixed typed sections, CRC32.
 
 Byte layout (codec/FORMAT.md is the normative spec):
-  "NRVA" | u8 format version (1 or 2) | u16 model id | sections... | u32 CRC32 of every preceding byte
+  "NRVA" | u8 format version (1, 2 or 3) | u16 model id | sections... | u32 CRC32 of every preceding byte
   section = u8 kind | uvarint body length | body
 """
 
@@ -17,13 +17,16 @@ from codec.bytesio import ByteReader, ByteWriter, FormatError
 
 MAGIC = b"NRVA"
 FORMAT_VERSION = 1     # what a file is written as unless its contents need a later version
-VERSIONS = (1, 2)      # what this nerva reads and writes; 2 = 1 plus single-step tensors (FORMAT.md §2)
+VERSIONS = (1, 2, 3)   # what this nerva reads and writes; 2 = 1 plus single-step tensors (FORMAT.md §2), 3 = 2 plus
+                       # REC sections (FORMAT.md §17)
+REC_VERSION = 3        # the first version whose files may hold a REC section
 
 # Section kinds. Ids are part of the format: never renumber, only append.
 HEADER = 1    # the model config (codec.header)
 TENSORS = 2   # one collection of quantized, entropy-coded tensors (codec.tensors)
 RESIDUAL = 3  # one collection coded as its difference to an earlier collection (codec.tensors)
-KIND_NAMES = {HEADER: "header", TENSORS: "tensors", RESIDUAL: "residual"}
+REC = 4       # relative-entropy-coded samples of the model's REC collections, and the prior they need (codec.samples)
+KIND_NAMES = {HEADER: "header", TENSORS: "tensors", RESIDUAL: "residual", REC: "rec"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +68,7 @@ def unpack(data: bytes) -> tuple[int, list[Section]]:
         raise FormatError("file is truncated (shorter than the fixed preamble)")
     if data[4] not in VERSIONS:
         raise FormatError(f"unsupported .nerva format version {data[4]} "
-                          f"(this nerva reads versions {' and '.join(map(str, VERSIONS))})")
+                          f"(this nerva reads versions {', '.join(map(str, VERSIONS[:-1]))} and {VERSIONS[-1]})")
     body, crc = data[:-4], int.from_bytes(data[-4:], "little")
     sections = _parse_sections(body)   # parse first: a truncated file is reported as truncated
     if zlib.crc32(body) != crc:
