@@ -28,7 +28,7 @@ from codec import api, assets, rec
 from codec.samples import (Layout, Prior, RecSection, asset_arrays, decode_flat, layout_of, plan, prior_of_asset,
                            split_flat)
 from inr import registry
-from inr.errors import ConfigError
+from inr.errors import ConfigError, NervaError
 
 BETA_EVERY = 10          # steps between β updates (the reference's period)
 BETA_LOW = 15.6 / 16.0   # a block under this share of its budget gets a cheaper β (the reference: 15.6 of 16 bits)
@@ -167,6 +167,14 @@ def frame_batches(rng: np.random.Generator, n_frames: int, batch: int) -> np.nda
 # Encoding one clip: the β-ELBO fit, then progressive coding of its blocks
 
 
+class Interrupted(NervaError):
+    """Stopped at a boundary on request (Ctrl-C); the checkpoint written there resumes it."""
+
+    def __init__(self, step: int, total: int):
+        super().__init__(f"interrupted at step {step} of {total}")
+        self.step, self.total = step, total
+
+
 @dataclasses.dataclass(frozen=True)
 class RecSettings:
     steps: int = 2000           # β-ELBO steps before any block is coded
@@ -201,10 +209,30 @@ def scale_for_blocks(layout: Layout, kl_table: np.ndarray, seed: int, blocks: in
     return float(np.float32(np.exp2(hi)))   # float32 so the file holds it exactly
 
 
+@dataclasses.dataclass
+class EncodeState:
+    """Where an encode stands at a boundary (after the β-ELBO fit, after each coding round): what a checkpoint
+    holds. `round` is the number of coding rounds done (-1: the fit has not finished)."""
+
+    round: int
+    post: dict                  # {"mean", "log_scale"} (N,)
+    beta: np.ndarray            # (B,) per block
+    coded: np.ndarray           # (N,) bool
+    fixed: np.ndarray           # (N,) float32: the coded elements' transmitted values
+    indices: np.ndarray         # (B,) uint16
+    done: int                   # steps run
+    history: list
+
+
 def encode_clip(config, frames: np.ndarray, prior: Prior, blocks: int, settings: RecSettings,
-                progress: Callable | None = None) -> Coded:
+                progress: Callable | None = None, state: EncodeState | None = None,
+                after_round: Callable | None = None, stop: Callable[[], bool] = lambda: False) -> Coded:
     """Fits the clip's posterior and codes it in `blocks` 16-bit blocks (rate = 16 · blocks bits + the file's
-    header). frames: (T, H, W, 3) float32 in [0, 1]."""
+    header). frames: (T, H, W, 3) float32 in [0, 1].
+
+    Every step's randomness derives from (seed, step number) and each round's selection from (seed, round), and
+    the optimizer starts afresh at every boundary, so an encode resumed from `state` (what `after_round` got at a
+    boundary) is the uninterrupted encode. `stop()` true at a boundary raises Interrupted after `after_round`."""
     layout = layout_of(config)
     s = settings
     kl_scale = scale_for_blocks(layout, prior.kl, s.seed, blocks)
@@ -215,60 +243,72 @@ def encode_clip(config, frames: np.ndarray, prior: Prior, blocks: int, settings:
     p_mean = prior.mean[layout.entry]
     p_scale = prior.scale[layout.entry]
     p_log_scale = jnp.log(jnp.asarray(prior.scale))
-    post = {"mean": jnp.asarray(p_mean), "log_scale": jnp.asarray(prior.init_log_scale[layout.entry])}
+    if state is None:
+        state = EncodeState(-1, {"mean": p_mean.copy(), "log_scale": prior.init_log_scale[layout.entry].copy()},
+                            np.full(n_blocks, prior.beta, np.float32), np.zeros(layout.n, bool),
+                            np.zeros(layout.n, np.float32), np.zeros(n_blocks, np.uint16), 0, [])
+    elif state.indices.shape != (n_blocks,) or state.coded.shape != (layout.n,):
+        raise ConfigError("the encode checkpoint belongs to another plan (other blocks or model); start afresh")
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(s.lr))
     step = make_posterior_step(config, layout, optimizer)
-    beta_block = np.full(n_blocks, prior.beta, np.float32)
-    coded = np.zeros(layout.n, bool)
-    fixed = np.zeros(layout.n, np.float32)
-    indices = np.zeros(n_blocks, np.uint16)
-    rng = np.random.default_rng(s.seed)
-    key = jax.random.key(s.seed)
+    base = jax.random.key(s.seed)
     frames_dev = jnp.asarray(frames)
-    history = []
-    total_steps = s.steps + s.chunks * s.retune
-    done = 0
+    total_steps = s.steps + (s.chunks - 1) * s.retune
 
-    def run(n_steps: int, opt_state):
-        nonlocal post, key, done
+    def run(n_steps: int):
+        post = jax.tree.map(jnp.array, state.post)
+        opt_state = optimizer.init(post)
+        beta, coded, fixed = state.beta, jnp.asarray(state.coded), jnp.asarray(state.fixed)
         for _ in range(n_steps):
+            rng = np.random.default_rng([s.seed, state.done])
             idx = frame_batches(rng, config.geometry.frames, s.batch)
-            key, sub = jax.random.split(key)
-            post, opt_state, mse, kl = step(post, opt_state, frames_dev[idx], jnp.asarray(idx), sub,
-                                            jnp.asarray(beta_block[block_of]), jnp.asarray(fixed),
-                                            jnp.asarray(coded), jnp.asarray(prior.mean), p_log_scale,
-                                            prior.shared)
-            done += 1
-            if done % BETA_EVERY == 0:
+            post, opt_state, mse, kl = step(post, opt_state, frames_dev[idx], jnp.asarray(idx),
+                                            jax.random.fold_in(base, state.done), jnp.asarray(beta[block_of]),
+                                            fixed, coded, jnp.asarray(prior.mean), p_log_scale, prior.shared)
+            state.done += 1
+            if state.done % BETA_EVERY == 0:
                 block_kl = np.bincount(block_of, weights=np.asarray(kl), minlength=n_blocks)
-                open_ = ~np.bincount(block_of, weights=coded, minlength=n_blocks).astype(bool)
-                beta_block[:] = adjusted_beta(beta_block, block_kl, open_)
-                history.append((done, float(mse), float(block_kl[open_].sum()), int((~open_).sum())))
+                open_ = ~np.bincount(block_of, weights=state.coded, minlength=n_blocks).astype(bool)
+                beta = adjusted_beta(beta, block_kl, open_)
+                state.history.append((state.done, float(mse), float(block_kl[open_].sum()), int((~open_).sum())))
             if progress is not None:
-                progress(done, total_steps, float(mse))
-        return opt_state
+                progress(state.done, total_steps, float(mse))
+        state.post = jax.tree.map(np.asarray, post)
+        state.beta = beta
 
-    opt_state = run(s.steps, optimizer.init(post))
+    def boundary():
+        if after_round is not None:
+            after_round(state)
+        if stop():
+            raise Interrupted(state.done, total_steps)
+
+    if state.round < 0:
+        run(s.steps)
+        state.round = 0
+        boundary()
     edges = np.linspace(0, n_blocks, s.chunks + 1).round().astype(np.int64)
-    for c in range(s.chunks):
+    while state.round < s.chunks:
+        c = state.round
         chunk = np.arange(edges[c], edges[c + 1])
-        if chunk.size == 0:
-            continue
-        q_mean = np.asarray(post["mean"])[order]
-        q_scale = np.exp(np.asarray(post["log_scale"]))[order]
-        key, sub = jax.random.split(key)
-        indices[chunk] = rec.select(s.seed, sub, q_mean, q_scale, p_mean[order], p_scale[order],
-                                    order.astype(np.uint32), starts, chunk)
-        lo, hi = starts[chunk[0]], starts[chunk[-1] + 1]
-        pos = order[lo:hi]
-        fixed[pos] = rec.regenerate(s.seed, p_mean[pos], p_scale[pos], pos.astype(np.uint32),
-                                    starts[chunk[0]:chunk[-1] + 2] - lo, indices[chunk])
-        coded[pos] = True
+        if chunk.size:
+            q_mean = state.post["mean"][order]
+            q_scale = np.exp(state.post["log_scale"])[order]
+            state.indices[chunk] = rec.select(s.seed, jax.random.fold_in(jax.random.key(s.seed + 1), c), q_mean,
+                                              q_scale, p_mean[order], p_scale[order], order.astype(np.uint32),
+                                              starts, chunk)
+            lo, hi = starts[chunk[0]], starts[chunk[-1] + 1]
+            pos = order[lo:hi]
+            state.fixed[pos] = rec.regenerate(s.seed, p_mean[pos], p_scale[pos], pos.astype(np.uint32),
+                                              starts[chunk[0]:chunk[-1] + 2] - lo, state.indices[chunk])
+            state.coded[pos] = True
         if c < s.chunks - 1:
-            opt_state = run(s.retune, optax.chain(optax.clip_by_global_norm(1.0), optax.adam(s.lr)).init(post))
-    flat = decode_flat(layout, prior, s.seed, kl_scale, indices)
-    assert np.array_equal(flat, fixed), "the regenerated sample differs from the one the encoder fixed"
-    return Coded(starts, order, indices, kl_scale, flat, history)
+            run(s.retune)
+        state.round = c + 1
+        if state.round < s.chunks:
+            boundary()
+    flat = decode_flat(layout, prior, s.seed, kl_scale, state.indices)
+    assert np.array_equal(flat, state.fixed), "the regenerated sample differs from the one the encoder fixed"
+    return Coded(starts, order, state.indices, kl_scale, flat, state.history)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -322,12 +362,14 @@ def learn_prior(config, clips: np.ndarray, settings: PriorSettings, state: Prior
     state = state or start_prior(config, clips.shape[0], s)
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(s.lr))
     step = make_prior_step(config, layout, optimizer)
-    rng = np.random.default_rng([s.seed, state.round])
-    key = jax.random.fold_in(jax.random.key(s.seed), state.round)
     clips_dev = jnp.asarray(clips)
     params = jax.tree.map(jnp.array, state.params)   # own buffers: the step donates them
     budget = s.target_bpp * config.geometry.pixels
     for r in range(state.round, s.rounds):
+        # each round's randomness and optimizer start from the round number alone, so a run resumed at a
+        # round boundary is the uninterrupted run
+        rng = np.random.default_rng([s.seed, r])
+        key = jax.random.fold_in(jax.random.key(s.seed), r)
         opt_state = optimizer.init(params)
         for i in range(s.steps):
             idx = np.stack([frame_batches(rng, config.geometry.frames, s.batch) for _ in range(clips.shape[0])])
@@ -351,6 +393,48 @@ def learn_prior(config, clips: np.ndarray, settings: PriorSettings, state: Prior
         if after_round is not None:
             after_round(state)
     return prior_of(config, layout, state), state
+
+
+def save_prior_state(path, state: PriorState, settings: PriorSettings, fingerprint: str) -> None:
+    """Writes prior learning's state after a round (atomically, an .npz without pickle) with what identifies the
+    run (`fingerprint`: the clips, config and settings), so that --resume never continues another run."""
+    arrays = {"prior_mean": state.prior_mean, "prior_log_scale": state.prior_log_scale,
+              "post/mean": state.params["post"]["mean"], "post/log_scale": state.params["post"]["log_scale"]}
+    for name, tree in state.params["shared"].items():
+        for path_, leaf in _flat_items(tree):
+            arrays[f"shared/{name}/{path_}"] = leaf
+    meta = {"round": state.round, "beta": state.beta, "history": state.history, "fingerprint": fingerprint,
+            "settings": dataclasses.asdict(settings)}
+    assets.save(path, "prior-learning-state", {k: np.asarray(v) for k, v in arrays.items()}, meta)
+
+
+def load_prior_state(path, fingerprint: str) -> PriorState:
+    """The state `save_prior_state` wrote; ConfigError if it belongs to another run."""
+    a = assets.load(path)
+    if a.meta.get("fingerprint") != fingerprint:
+        raise ConfigError(f"{path} is the checkpoint of another prior-learning run (other clips, model or "
+                          "settings); remove it or run without --resume")
+    shared: dict = {}
+    for k, v in a.arrays.items():
+        if k.startswith("shared/"):
+            node = shared
+            *head, last = k.split("/")[1:]
+            for part in head:
+                node = node.setdefault(part, {})
+            node[last] = np.array(v)
+    params = {"post": {"mean": np.array(a.arrays["post/mean"]), "log_scale": np.array(a.arrays["post/log_scale"])},
+              "shared": shared}
+    return PriorState(int(a.meta["round"]), params, np.array(a.arrays["prior_mean"]),
+                      np.array(a.arrays["prior_log_scale"]), float(a.meta["beta"]),
+                      [tuple(h) for h in a.meta["history"]])
+
+
+def _flat_items(tree, prefix=""):
+    for k in sorted(tree):
+        if isinstance(tree[k], dict):
+            yield from _flat_items(tree[k], f"{prefix}{k}/")
+        else:
+            yield prefix + k, tree[k]
 
 
 def prior_of(config, layout: Layout, state: PriorState) -> Prior:
@@ -391,12 +475,12 @@ def blocks_for(config, bpp: float, overhead_bytes: int) -> int:
 
 
 def encode_file(config, frames: np.ndarray, asset: assets.Asset, bpp: float, settings: RecSettings,
-                progress: Callable | None = None) -> tuple[bytes, Coded]:
+                progress: Callable | None = None, **resume) -> tuple[bytes, Coded]:
     """Fits and codes a clip against the prior `asset` into a complete .nerva file of about `bpp`."""
     prior = prior_of_asset(config, asset)
     layout = layout_of(config)
     empty = RecSection(layout.names, asset.id, asset.digest, settings.seed, 1.0, np.zeros(0, np.uint16))
     overhead = len(api.compress(config, {}, rec=empty)) + 4   # + the block count's longer varint
-    coded = encode_clip(config, frames, prior, blocks_for(config, bpp, overhead), settings, progress)
+    coded = encode_clip(config, frames, prior, blocks_for(config, bpp, overhead), settings, progress, **resume)
     section = RecSection(layout.names, asset.id, asset.digest, settings.seed, coded.kl_scale, coded.indices)
     return api.compress(config, {}, rec=section), coded

@@ -3,6 +3,7 @@ another process from the file and the asset alone; the REC section's and the ass
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import subprocess
@@ -18,6 +19,7 @@ from codec import api, assets, container, samples
 from codec.bytesio import FormatError
 from inr import recombiner as R
 from inr.config import Geometry
+from inr.errors import ConfigError
 from train import variational as V
 
 GEOMETRY = Geometry.of(8, 16, 24)
@@ -171,3 +173,37 @@ def test_a_damaged_asset_is_a_one_line_format_error(tmp_path, damage):
     with pytest.raises(FormatError) as e:
         assets.load(p)
     assert "\n" not in str(e.value)
+
+
+def test_an_encode_resumed_at_a_round_boundary_is_the_uninterrupted_encode(coded):
+    """Each boundary's state (what a checkpoint holds), resumed, gives the same indices; and a stop request
+    raises Interrupted at the boundary after the state is handed out."""
+    import copy
+    config, prior = coded["config"], coded["prior"]
+    settings = V.RecSettings(steps=30, chunks=3, retune=10)
+    states = []
+    blocks = coded["enc"].indices.size
+    full = V.encode_clip(config, coded["frames"], prior, blocks, settings,
+                         after_round=lambda s: states.append(copy.deepcopy(s)))
+    assert [s.round for s in states] == [0, 1, 2]
+    for st in states:
+        again = V.encode_clip(config, coded["frames"], prior, blocks, settings, state=copy.deepcopy(st))
+        assert again.indices.tobytes() == full.indices.tobytes() and again.flat.tobytes() == full.flat.tobytes()
+    with pytest.raises(V.Interrupted):
+        V.encode_clip(config, coded["frames"], prior, blocks, settings, stop=lambda: True)
+
+
+def test_prior_learning_resumed_from_its_checkpoint_is_the_uninterrupted_run(coded, tmp_path):
+    config = coded["config"]
+    clips = np.stack([_clip(i) for i in range(3)])
+    settings = V.PriorSettings(rounds=3, steps=5, target_bpp=BPP, beta=3e-3)
+    full, _ = V.learn_prior(config, clips, settings)
+    path = tmp_path / "state.npz"
+    V.learn_prior(config, clips, dataclasses.replace(settings, rounds=2),
+                  after_round=lambda st: V.save_prior_state(path, st, settings, "run-a"))
+    resumed, state = V.learn_prior(config, clips, settings, state=V.load_prior_state(path, "run-a"))
+    assert state.round == 3
+    for a, b in zip((full.mean, full.scale, full.kl), (resumed.mean, resumed.scale, resumed.kl)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ConfigError, match="another prior-learning run"):
+        V.load_prior_state(path, "run-b")
