@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from codec import api, container, entropy
+from codec import api, assets, container, entropy
+from codec.bytesio import FormatError
 from codec.player import Player
 from inr import registry
 from inr.errors import ConfigError, VideoError
@@ -19,7 +20,7 @@ def cmd_decode(args) -> int:
     before anything is decoded, frames stream from the player to the encoder (never all in memory), and
     the output appears only once complete (inr.video.write_video)."""
     _check_decode_output(args.file, args.output, args.lossless)
-    config, variables = api.load(args.file)
+    config, variables = api.load(args.file, _priors(args))
     g = config.geometry
     start, stop = frame_range(args.frames, g.frames)
     t0 = time.perf_counter()
@@ -31,6 +32,11 @@ def cmd_decode(args) -> int:
     print(f"decoded {stop - start} frames ({g.width}x{g.height}) in {seconds:.2f} s (compile and "
           f"writing included) -> {out}")
     return 0
+
+
+def _priors(args) -> list:
+    """--prior, where given: another place to find the file's prior (codec.assets.find)."""
+    return [args.prior] if getattr(args, "prior", None) else []
 
 
 def frame_range(frames: tuple[int, int | None] | None, t: int) -> tuple[int, int]:
@@ -56,8 +62,9 @@ def _check_decode_output(source, output, lossless: bool) -> None:
         raise ConfigError(f"-o: {e}") from None
 
 
-def describe(data: bytes) -> tuple[list[str], dict]:
-    """Lines describing a .nerva file (config, byte breakdown, bpp) and its decoded collections."""
+def describe(data: bytes, priors=()) -> tuple[list[str], dict]:
+    """Lines describing a .nerva file (config, byte breakdown, bpp) and its decoded collections; for a file coded
+    against a prior, the prior and the bytes with it (looked for as decoding does, `priors` first)."""
     config, collections, sections = api.parse(data)
     spec = registry.spec_of(config)
     g = config.geometry
@@ -77,6 +84,18 @@ def describe(data: bytes) -> tuple[list[str], dict]:
                 name = f"residual: {collection_name(s.body)} - {residual_reference(s.body)}"
         lines.append(f"{name:<32}{s.offset:>8}{s.size:>10}")
     lines.append(f"{'crc32':<32}{len(data) - 4:>8}{4:>10}")
+    rec = api.rec_section(config, sections)
+    if rec is not None:
+        lines.append("")
+        lines.append(f"samples   {rec.indices.size:,} relative-entropy-coded blocks of 16 bits ({2 * rec.indices.size:,} "
+                     f"bytes), seed {rec.seed}")
+        try:
+            asset = assets.find(rec.asset_id, rec.digest, priors)
+            total = len(data) + asset.size
+            lines.append(f"prior     {rec.asset_id} (sha256 {rec.digest.hex()[:16]}...): {asset.path}, {asset.size:,} "
+                         f"bytes shared; file + prior {total:,} bytes, bpp {8 * total / g.pixels:.5f}")
+        except FormatError:
+            lines.append(f"prior     {rec.asset_id} (sha256 {rec.digest.hex()[:16]}...): not found (pass --prior)")
     return lines, collections
 
 
@@ -96,7 +115,7 @@ def tensor_lines(collections) -> list[str]:
 
 
 def cmd_info(args) -> int:
-    lines, collections = describe(api.read_file(args.file))
+    lines, collections = describe(api.read_file(args.file), _priors(args))
     if args.tensors:
         lines += tensor_lines(collections)
     print("\n".join(lines))

@@ -108,7 +108,7 @@ class FileReport:
     config: object
 
 
-def measure_file(path, source: np.ndarray, batch: int = DEFAULT_BATCH) -> FileReport:
+def measure_file(path, source: np.ndarray, batch: int = DEFAULT_BATCH, priors=()) -> FileReport:
     """Decodes the file at `path` (not an encoder's in-memory copy) and measures it against `source`,
     one batch at a time: the decoded clip is never held. Each frame is measured on its own (codec.metrics'
     per-frame numbers do not depend on how many frames a call gets) and the video's numbers are their means,
@@ -116,10 +116,11 @@ def measure_file(path, source: np.ndarray, batch: int = DEFAULT_BATCH) -> FileRe
 
     Args:
       source: (T, H, W, 3) uint8, the frames the file was fitted to.
+      priors: where else to look for the file's prior, if it has one (codec.assets.find).
     """
     from codec import api   # the decoder core stays importable without the container code
     data = api.read_file(path)
-    config, variables = api.decompress(data)
+    config, variables = api.decompress(data, priors)
     g = config.geometry
     if source.shape != (g.frames, g.height, g.width, 3):
         raise ValueError(f"source frames {source.shape} do not match the file's {g.frames}x{g.height}x{g.width}")

@@ -247,10 +247,11 @@ def _handler_for(server: PlayServer, idle_timeout: float):
 
 
 def open_server(path, reference=None, reference_start: int = 0, port: int = 0, batch: int = DEFAULT_BATCH,
-                prefetch: int = 4, cache_mb: float | None = 256) -> PlayServer:
-    """A PlayServer for the .nerva file at `path` (not started), its decoder compiled."""
+                prefetch: int = 4, cache_mb: float | None = 256, priors=()) -> PlayServer:
+    """A PlayServer for the .nerva file at `path` (not started), its decoder compiled (`priors`: where else to
+    look for the file's prior, if it has one)."""
     data = api.read_file(path)
-    config, variables = api.decompress(data)
+    config, variables = api.decompress(data, priors)
     try:
         player = Player((config, variables), batch=batch, prefetch=prefetch, cache_mb=cache_mb)
     except ValueError as e:   # a cache too small for one batch of this file's frames
@@ -270,7 +271,7 @@ def open_server(path, reference=None, reference_start: int = 0, port: int = 0, b
 
 def cmd_play(args) -> int:
     server = open_server(args.file, args.reference, args.reference_start, args.port, args.batch,
-                         args.prefetch, args.cache_mb)
+                         args.prefetch, args.cache_mb, [args.prior] if args.prior else [])
     g = server.player.config.geometry
     print(f"playing {args.file}: {g.frames} frames {g.width}x{g.height} at {g.fps:.3f} fps", flush=True)
     print(f"open {server.url}   (Ctrl-C stops)", flush=True)

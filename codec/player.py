@@ -76,15 +76,16 @@ class Player:
       cache_mb: a hard cap, in MiB, on the decoded frames the cache keeps; a cap below one batch is a
         ValueError. None: room for the playhead's batch, the prefetch and one more.
       seek_window: a request more than this many frames away from the previous one counts as a seek.
+      priors: where else to look for the file's prior, if it has one (codec.assets.find).
     """
 
     def __init__(self, source, batch: int = DEFAULT_BATCH, prefetch: int = 4, cache_mb: float | None = 256,
-                 seek_window: int | None = None):
+                 seek_window: int | None = None, priors=()):
         if isinstance(source, tuple):
             self.config, self.variables = source
         else:
             data = source if isinstance(source, (bytes, bytearray)) else api.read_file(source)
-            self.config, self.variables = api.decompress(bytes(data))
+            self.config, self.variables = api.decompress(bytes(data), priors)
         if batch < 1 or prefetch < 0:
             raise ValueError("batch must be >= 1 and prefetch >= 0")
         g = self.config.geometry

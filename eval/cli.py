@@ -185,10 +185,14 @@ def add_fit_options(p: argparse.ArgumentParser, model: str = "hnerv", epochs: fl
     p.add_argument("--embed-bits", type=_bits, help="quantization bits of per-frame embeddings (HNeRV's latents; "
                                                     "default: --bits)")
     p.add_argument("--prune", type=_fraction, help="global sparsity, e.g. 0.2 (default 0)")
-    p.add_argument("--pipeline", choices=("fixed", "rd"),
+    p.add_argument("--pipeline", choices=("fixed", "rd", "rec"),
                    help="rd: rate-distortion training on learned quantization steps, λ set by --lambda or following "
                         "--bpp (default where the model has it); fixed: fit, then quantization-aware fine-tuning at "
-                        "--bits (default where --bits or --embed-bits is given)")
+                        "--bits (default where --bits or --embed-bits is given); rec: one posterior sample, relative-"
+                        "entropy coded against a learned prior (recombiner's only pipeline)")
+    p.add_argument("--prior", metavar="PRIOR",
+                   help="the learned prior of --pipeline rec (nerva train-prior); default: the model's prior for the "
+                        "nearest rate in $NERVA_PRIORS or shipped with nerva")
     p.add_argument("--lambda", type=_float_in(MAX_LAMBDA), dest="lambda",
                    help="rate-distortion training (implies --pipeline rd): loss = MSE + LAMBDA x estimated bits "
                         "per pixel, on learned quantization steps (e.g. 0.001-1)")
@@ -214,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("decode", help="decode a .nerva file to video frames")
     p.add_argument("file", help=".nerva file")
+    p.add_argument("--prior", metavar="PRIOR", help="where the file's prior is, if it has one and it is not in "
+                                                    "$NERVA_PRIORS or shipped with nerva")
     p.add_argument("-o", "--output", required=True,
                    help="out.mp4 / out.mkv (lossless) / out.y4m / a folder/ of PNG frames (lossless)")
     p.add_argument("--frames", type=parse_range, help="frame range A:B to decode")
@@ -224,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("play", help="play a .nerva file in the browser, decoding frames on demand")
     p.add_argument("file", help=".nerva file")
+    p.add_argument("--prior", metavar="PRIOR", help="where the file's prior is, if it has one and it is not in "
+                                                    "$NERVA_PRIORS or shipped with nerva")
     p.add_argument("--reference", metavar="SOURCE",
                    help="the source video: adds an A/B toggle and the per-frame PSNR")
     p.add_argument("--reference-start", type=_int_in(0, MAX_FRAME_INDEX), default=0, metavar="N",
@@ -240,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="describe a .nerva file: config, sections, bytes, bpp")
     p.add_argument("file", help=".nerva file")
+    p.add_argument("--prior", metavar="PRIOR", help="where the file's prior is, if it has one and it is not in "
+                                                    "$NERVA_PRIORS or shipped with nerva")
     p.add_argument("--tensors", action="store_true", help="also list every tensor")
 
     p = sub.add_parser("demo", help="fit-and-compress the bundled carphone clip, decode and report")
@@ -265,6 +275,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="INR quantization bits (default 6: -0.16 dB for 26%% fewer bytes than 8, bench/quant.py)")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("train-prior", help="learn the shared prior of a relative-entropy-coded model (recombiner)")
+    p.add_argument("clips", nargs="*", help="training videos, cut into FRAMES-frame segments at --size (default: "
+                                            "nerva's recipe of bigbuckbunny segments and pans over stills, which "
+                                            "never holds a test clip)")
+    p.add_argument("-o", "--output", required=True, help="the prior (.npz); its id is the file's stem unless --id")
+    p.add_argument("--id", help="the prior's id (a-z, 0-9, -, _, .), which files coded with it name")
+    p.add_argument("--model", default="recombiner", help="the model the prior is for (default recombiner)")
+    p.add_argument("--bpp", type=_float_in(MAX_BPP), default=DEFAULT_BPP,
+                   help=f"the rate the prior is learned for (default {DEFAULT_BPP:g})")
+    p.add_argument("--rounds", type=_int_in(1, 100_000), default=40, help="alternations of joint steps and the "
+                                                                          "closed-form prior update (default 40)")
+    p.add_argument("--steps", type=_int_in(1, 100_000), default=40, help="joint steps per round (default 40)")
+    p.add_argument("--beta", type=_float_in(1e6), default=1e-2, help="starting price of a bit per pixel in MSE")
+    p.add_argument("--count", type=_int_in(1, 10_000), default=24, help="recipe clips (default 24)")
+    p.add_argument("--frames", type=_int_in(1, 66), default=16, help="frames per training clip (default 16)")
+    p.add_argument("--size", type=parse_wh, default=(48, 64), help="training clip size WxH (default 64x48)")
+    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT's checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -278,6 +308,9 @@ def _handler(command: str):
     if command == "rd":
         from eval import rd
         return rd.cmd_rd
+    if command == "train-prior":
+        from train import rec_cli
+        return rec_cli.cmd_train_prior
     from train import cli as train_cli
     return getattr(train_cli, f"cmd_{command}")
 

@@ -154,10 +154,13 @@ class ModelSpec:
     # Collections the prior asset supplies rather than the file (a network shared by every clip coded with that
     # prior, learned with it): the decoder takes them from the asset the file names (codec/assets.py)
     asset_collections: frozenset = frozenset()
-    # Whether `names()` lists the family and `get` gives it by name (the CLI, the benches and every family-wide
-    # test sweep the listed ones). A family under construction is registered unlisted: its files decode (by
-    # id) and its Python API works, while the sweeps' contracts are not yet all met (RECOMBINER, issue 15)
+    # Whether `names()` lists the family (the CLI's help, the benches and every family-wide test sweep the listed
+    # ones). A family under construction is registered unlisted: it fits, writes and decodes files by name, while
+    # the sweeps' contracts are not yet all met (RECOMBINER, issue 15)
     listed: bool = True
+    # The fitting pipelines the family has (`nerva fit --pipeline`), its default first: "rd" and "fixed" train
+    # quantized weights (train.loop), "rec" a posterior coded by relative-entropy coding (train.variational)
+    pipelines: tuple = ("rd", "fixed")
 
     def __post_init__(self):
         if self.fit_options is None:
@@ -194,9 +197,6 @@ def register(spec: ModelSpec) -> ModelSpec:
 def get(name: str) -> ModelSpec:
     if name not in _BY_NAME:
         raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(names())}")
-    if not _BY_NAME[name].listed:
-        raise ConfigError(f"model {name!r} is not available by name yet (under construction; its Python API is "
-                          f"{_BY_NAME[name].render.__module__}); choose one of {', '.join(names())}")
     return _BY_NAME[name]
 
 

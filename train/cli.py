@@ -40,7 +40,8 @@ KILL_AT_STEP_ENV = "NERVA_TEST_KILL_AT_STEP"
 # The standard fit options' values when not given (the parser leaves them None: see check_fit_options);
 # the pipeline's is the rate-distortion one where the family has it (check_fit_options)
 FIT_DEFAULTS = {"bits": 8, "embed_bits": None, "prune": 0.0, "batch": 2, "lambda": 0.0, "pipeline": "fixed"}
-PIPELINES = ("fixed", "rd")   # fixed-bit quantization + QAT; rate-distortion training on learned steps (train.rd)
+PIPELINES = ("fixed", "rd", "rec")   # fixed-bit quantization + QAT; rate-distortion training on learned steps
+# (train.rd); a posterior sample relative-entropy coded against a learned prior (train.variational)
 
 
 def check_fit_options(args) -> None:
@@ -61,9 +62,20 @@ def check_fit_options(args) -> None:
     if lam is not None and args.pipeline == "fixed":
         raise ConfigError("--lambda does not apply to --pipeline fixed: the rate term needs learned steps "
                           "(--pipeline rd)")
+    if args.pipeline is not None and args.pipeline not in spec.pipelines:
+        raise ConfigError(f"--pipeline {args.pipeline} does not apply to {spec.name} (its pipelines: "
+                          f"{', '.join(spec.pipelines)})")
+    if getattr(args, "prior", None) is not None and "rec" not in spec.pipelines:
+        raise ConfigError(f"--prior does not apply to {spec.name}: only a relative-entropy-coded model has a prior")
     if args.pipeline is None and "pipeline" in spec.fit_options:
         fixed_bits = args.bits is not None or args.embed_bits is not None
-        args.pipeline = "fixed" if fixed_bits and lam is None else "rd"
+        args.pipeline = "fixed" if fixed_bits and lam is None and "fixed" in spec.pipelines else spec.pipelines[0]
+    if args.pipeline == "rec":
+        if args.size is not None:
+            raise ConfigError("--size does not apply to --pipeline rec: the rate is set by --bpp (16-bit blocks), "
+                              "the architecture by the prior")
+        if args.bpp is None:
+            args.bpp = DEFAULT_BPP
     if args.pipeline == "rd":
         if lam is not None and args.bpp is not None:
             raise ConfigError("--bpp with --lambda: a bpp target sets λ by itself during the fit; give one of them")
@@ -188,6 +200,15 @@ def fit_video(video: Video, output: Path, args, checkpoint_every: int = 500, res
     raises train.loop.Interrupted; a diverged fit raises Diverged and leaves neither output nor checkpoint."""
     check_output(output, source)
     remove_stale_temps(output)
+    if args.pipeline == "rec":
+        from train import rec_cli
+        try:
+            extra, coded, asset = rec_cli.fit_rec(video, output, args, resume)
+        except rec_cli.variational.Interrupted as e:
+            raise Interrupted(e.step, e.total) from None
+        rep = measure_file(output, video.frames, priors=[asset.path])
+        return {**_report_row(output, rep), "float_psnr": None, "train_fps": float("nan"), "lambda": None,
+                "step_scale": 1.0, **extra, "pipeline": "rec", "target_bpp": args.bpp}
     frames = video.frames
     geometry = Geometry.of(*frames.shape[:3], fps=video.fps)
     config = make_fit_config(args, geometry)
@@ -218,16 +239,19 @@ def summarize(path: Path, source: np.ndarray, enc: Encoded) -> dict:
     """Decodes the written file (not the encoder's copy) batch by batch and measures it against the source
     frames (T, H, W, 3) uint8, never holding a second copy of the clip."""
     rep = measure_file(path, source)
+    return {**_report_row(path, rep), "float_psnr": enc.fit.float_psnr,
+            "params": sum(int(np.prod(x.symbols.shape)) for x in enc.quantized.values()),
+            "encode_s": enc.fit.seconds, "train_fps": enc.fit.train_frames_per_s,
+            "lambda": enc.fit.final_lambda, "step_scale": enc.fit.step_scale}
+
+
+def _report_row(path: Path, rep) -> dict:
+    """The summary row's fields measured on the written file (codec.decoder.FileReport)."""
     g, q = rep.config.geometry, rep.quality
-    return {
-        "codec": registry.spec_of(rep.config).name, "file": str(path), "bytes": rep.bytes,
-        "frames": g.frames, "height": g.height, "width": g.width,
-        "bpp": rep.bpp, "psnr": q.psnr, "psnr_y": q.psnr_y, "ms_ssim": q.ms_ssim,
-        "ms_ssim_scales": q.ms_ssim_scales, "float_psnr": enc.fit.float_psnr,
-        "params": sum(int(np.prod(x.symbols.shape)) for x in enc.quantized.values()),
-        "encode_s": enc.fit.seconds, "train_fps": enc.fit.train_frames_per_s, "decode_fps": rep.decode_fps,
-        "lambda": enc.fit.final_lambda, "step_scale": enc.fit.step_scale, "config": rep.config.to_dict(),
-    }
+    return {"codec": registry.spec_of(rep.config).name, "file": str(path), "bytes": rep.bytes,
+            "frames": g.frames, "height": g.height, "width": g.width,
+            "bpp": rep.bpp, "psnr": q.psnr, "psnr_y": q.psnr_y, "ms_ssim": q.ms_ssim,
+            "ms_ssim_scales": q.ms_ssim_scales, "decode_fps": rep.decode_fps, "config": rep.config.to_dict()}
 
 
 def print_summary(row: dict, as_json: bool) -> None:
@@ -242,7 +266,11 @@ def print_summary(row: dict, as_json: bool) -> None:
           f"{8 * row['bytes'] / max(row['params'], 1):.2f} bits per parameter{lam}")
     print(f"quality  PSNR {row['psnr']:.2f} dB   MS-SSIM {row['ms_ssim']:.4f} "
           f"({row['ms_ssim_scales']} scales){fl}")
-    print(f"encode   {row['encode_s']:.1f} s (training {row['train_fps']:.1f} frames/s)")
+    if row.get("prior"):
+        print(f"prior    {row['prior']} ({row['prior_bytes']:,} bytes, shared, not in the file); "
+              f"{row['blocks']:,} blocks of 16 bits")
+    print(f"encode   {row['encode_s']:.1f} s" + (f" (training {row['train_fps']:.1f} frames/s)"
+                                                   if row["train_fps"] == row["train_fps"] else ""))
     print(f"decode   {row['decode_fps']:.1f} frames/s")
     if as_json:
         print(json.dumps({k: v for k, v in row.items() if k != "config"} | {"config": row["config"]}))
