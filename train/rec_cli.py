@@ -119,7 +119,8 @@ def fit_rec(video: Video, output: Path, args, resume: bool = False) -> tuple[dic
 
 def _save_encode_state(path: Path, st: variational.EncodeState, fingerprint: str) -> None:
     arrays = {"post/mean": st.post["mean"], "post/log_scale": st.post["log_scale"], "beta": st.beta,
-              "coded": st.coded.astype(np.int32), "fixed": st.fixed, "indices": st.indices.astype(np.int32)}
+              "coded": st.coded.astype(np.int32), "fixed": st.fixed, "indices": st.indices.astype(np.int32),
+              **variational.opt_arrays(st.opt)}
     assets.save(path, "rec-encode-state", arrays, {"fingerprint": fingerprint, "round": st.round, "done": st.done,
                                                    "history": st.history})
 
@@ -133,7 +134,7 @@ def _load_encode_state(path: Path, fingerprint: str) -> variational.EncodeState:
     return variational.EncodeState(
         int(a.meta["round"]), {"mean": np.array(v["post/mean"]), "log_scale": np.array(v["post/log_scale"])},
         np.array(v["beta"]), v["coded"].astype(bool), np.array(v["fixed"]), v["indices"].astype(np.uint16),
-        int(a.meta["done"]), [tuple(h) for h in a.meta["history"]])
+        int(a.meta["done"]), [tuple(h) for h in a.meta["history"]], variational.opt_leaves(v))
 
 
 # --------------------------------------------------------------------------------------------------------------
