@@ -270,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="target bpps the INR points spread over, log-uniformly (default 0.02:0.5)")
     p.add_argument("--frames", type=parse_range, help="frame range A:B of the clip")
     p.add_argument("--resize", type=parse_wh, help="resize frames to WxH first")
+    p.add_argument("--prior", metavar="PRIOR", help="the learned prior of a relative-entropy-coded model "
+                                                    "(recombiner; default: the one nearest each point's rate)")
     p.add_argument("--epochs", type=_float_in(MAX_EPOCHS), default=60, help="INR fitting epochs (default 60)")
     p.add_argument("--bits", type=_bits, default=6,
                    help="INR quantization bits (default 6: -0.16 dB for 26%% fewer bytes than 8, bench/quant.py)")

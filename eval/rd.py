@@ -56,7 +56,7 @@ def expand_codecs(names: str) -> list[str]:
     for name in (n.strip() for n in names.split(",") if n.strip()):
         if name in GROUPS:
             out += GROUPS[name]
-        elif name in baselines.CODECS or name in registry.names():
+        elif name in baselines.CODECS or name in registry.names(listed_only=False):
             out.append(name)
         elif ":" in name or name.endswith(RD):   # config overrides (hnerv:cam_nodes=30), the RD pipeline
             spec = registry.parse(name.removesuffix(RD))[0]
@@ -127,6 +127,30 @@ def baseline_points(codec: str, n_points: int) -> list[Point]:
     return [Point(codec, f"crf{ladder[i]}", crf=ladder[i]) for i in idx]
 
 
+def _coded_against_a_prior(codec: str) -> bool:
+    """Whether `codec` fits by relative-entropy coding against a learned prior (its only pipeline is "rec")."""
+    return registry.parse(codec.removesuffix(RD))[0].pipelines[0] == "rec"
+
+
+def run_rec(point: Point, frames: np.ndarray, fps: float, clip: str, epochs: float, seed: int, workdir: Path,
+            prior: str | None) -> Row:
+    """A relative-entropy-coded point: `nerva fit --pipeline rec --bpp`'s fit, its file decoded and measured."""
+    import argparse
+
+    from train import rec_cli
+    from inr.video import Video
+    args = argparse.Namespace(model=point.codec, prior=prior, bpp=point.bpp, epochs=epochs, batch=None, lr=None,
+                              seed=seed, quiet=True)
+    path = workdir / "point.nerva"
+    extra, coded, asset = rec_cli.fit_rec(Video(frames, fps), path, args)
+    rep = measure_file(path, frames, priors=[asset.path])
+    return new_row(codec=point.codec, preset=point.preset, clip=clip, shape=frames.shape[:3],
+                   num_bytes=rep.bytes, quality=rep.quality, encode_s=extra["encode_s"], decode_fps=rep.decode_fps,
+                   config={"model": rep.config.to_dict(), "target_bpp": point.bpp, "prior": asset.id,
+                           "prior_sha256": asset.digest.hex(), "prior_bytes": asset.size,
+                           "blocks": extra["blocks"], "elements": extra["params"], "epochs": epochs})
+
+
 def run_inr(point: Point, frames: np.ndarray, fps: float, clip: str, epochs: float, seed: int,
             workdir: Path) -> Row:
     """Fits, writes the .nerva file, decodes the file and measures it."""
@@ -158,7 +182,7 @@ def plan(codecs: list[str], geometry: Geometry, n_points: int, bits: int = 8, ep
     for codec in codecs:
         if codec in baselines.CODECS:
             points += baseline_points(codec, n_points)
-        elif codec.endswith(RD):
+        elif codec.endswith(RD) or _coded_against_a_prior(codec):
             points += rd_points(codec, geometry, n_points, epochs, seed, bpp_range)
         else:
             points += inr_points(codec, geometry, n_points, bits, epochs, seed, sizes, bpp_range)
@@ -167,8 +191,10 @@ def plan(codecs: list[str], geometry: Geometry, n_points: int, bits: int = 8, ep
 
 def sweep(frames: np.ndarray, fps: float, clip: str, codecs: list[str], out: Path, n_points: int = 4,
           epochs: float = 60, seed: int = 0, bits: int = 8, progress=None,
-          sizes: tuple[int, ...] | None = None, bpp_range: tuple[float, float] = BPP_RANGE) -> list[Row]:
-    """Runs every point not already in `out` (JSON lines), appending one row per point.
+          sizes: tuple[int, ...] | None = None, bpp_range: tuple[float, float] = BPP_RANGE,
+          prior: str | None = None) -> list[Row]:
+    """Runs every point not already in `out` (JSON lines), appending one row per point (`prior`: the learned prior
+    of a relative-entropy-coded model, else the one nearest each target rate, train.rec_cli.find_prior).
 
     Returns all rows of this clip and frame count found in `out` afterwards.
     """
@@ -185,6 +211,8 @@ def sweep(frames: np.ndarray, fps: float, clip: str, codecs: list[str], out: Pat
                 bar.set_postfix_str(f"{p.codec} {p.preset}")
             if p.codec in baselines.CODECS:
                 row = baselines.run_point(frames, fps, clip, p.codec, p.crf, Path(tmp))
+            elif _coded_against_a_prior(p.codec):
+                row = run_rec(p, frames, fps, clip, epochs, seed, Path(tmp), prior)
             else:
                 row = run_inr(p, frames, fps, clip, epochs, seed, Path(tmp))
             append_row(out, row)
@@ -264,7 +292,7 @@ def cmd_rd(args) -> int:
     t = time.perf_counter()
     progress = None if args.quiet else (lambda n: tqdm(total=n, unit="point", dynamic_ncols=True))
     rows = sweep(video.frames, video.fps, clip, codecs, out, args.points, args.epochs, args.seed,
-                 args.bits, progress, args.sizes, args.bpp_range or BPP_RANGE)
+                 args.bits, progress, args.sizes, args.bpp_range or BPP_RANGE, getattr(args, "prior", None))
     rows = [r for r in rows if r.codec in codecs]
     stem = out.with_suffix("")
     paths = plots.save(rows, stem, f"{clip}: {video.num_frames} frames {video.width}x{video.height}")

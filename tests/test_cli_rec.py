@@ -70,3 +70,16 @@ def test_options_that_do_not_apply_are_refused_before_any_work(argv, message, ca
     assert main(["fit", str(bundled_clip("carphone")), "-o", str(tmp_path / "o.nerva"), *argv]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o.nerva").exists()
+
+
+def test_an_rd_sweep_codes_each_target_against_the_prior_and_records_it(files, tmp_path):
+    d, _ = files
+    out = tmp_path / "rd.jsonl"
+    assert main(["rd", "carphone", "--frames", "0:16", "--resize", "48x32", "--codecs", MODEL, "--prior",
+                 str(d / "tiny-prior.npz"), "--points", "2", "--bpp-range", "0.2:0.3", "--epochs", "2", "-o",
+                 str(out), "--quiet"]) == 0
+    from eval.results import read_rows
+    rows = read_rows(out)
+    assert [r.preset.split(",")[0] for r in rows] == ["bpp=0.2", "bpp=0.3"]
+    for r, target in zip(rows, (0.2, 0.3)):
+        assert target * 0.9 < r.bpp <= target and r.config["prior"] == "tiny-prior"
