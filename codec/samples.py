@@ -161,8 +161,8 @@ def prior_of_asset(config, asset: assets.Asset) -> Prior:
     layout = layout_of(config)
     if asset.meta.get("model") != spec.name:
         raise FormatError(f"prior {asset.id!r} is for model {str(asset.meta.get('model'))[:40]!r}, not {spec.name}")
-    arch = getattr(config, "architecture", lambda: None)()
-    if arch is not None and asset.meta.get("architecture") != arch:
+    arch = registry.spec_of(config).asset_fields(config)
+    if asset.meta.get("architecture", {}) != arch:
         raise FormatError(f"prior {asset.id!r} was learned for another architecture ({asset.meta.get('architecture')}) "
                           f"than the file's ({arch})")
     tables = {}

@@ -311,6 +311,7 @@ def initial_prior_scale(config: RecombinerConfig) -> np.ndarray:
 SPEC = register(ModelSpec(
     name="recombiner", model_id=6, config_cls=RecombinerConfig, init=init, render=render,
     for_size=RecombinerConfig.for_size, rec_collections=rec_collections, asset_collections=frozenset({"prior"}),
+    asset_fields=RecombinerConfig.architecture,
     fit_options=frozenset({"batch", "pipeline"}), prune_rules=(),
     preset=dict(size=0, lr=2e-3, beta1=0.9, epochs=30), listed=False, pipelines=("rec",),
     description="RECOMBINER: Bayesian patch INR, one posterior sample relative-entropy coded against a learned prior"))

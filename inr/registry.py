@@ -65,6 +65,10 @@ def no_rec_collections(config) -> dict:
     return {}
 
 
+def no_asset_fields(config) -> dict:
+    return {}
+
+
 @dataclasses.dataclass(frozen=True)
 class RecLayout:
     """A collection stored as one relative-entropy-coded sample of its posterior (codec/rec.py, FORMAT.md §17):
@@ -154,6 +158,9 @@ class ModelSpec:
     # Collections the prior asset supplies rather than the file (a network shared by every clip coded with that
     # prior, learned with it): the decoder takes them from the asset the file names (codec/assets.py)
     asset_collections: frozenset = frozenset()
+    # (config) -> {field: value}: the config fields a prior asset is learned for and must match (its meta
+    # record's "architecture"); {}: any
+    asset_fields: Callable = no_asset_fields
     # Whether `names()` lists the family (the CLI's help, the benches and every family-wide test sweep the listed
     # ones). A family under construction is registered unlisted: it fits, writes and decodes files by name, while
     # the sweeps' contracts are not yet all met (RECOMBINER, issue 15)

@@ -490,7 +490,7 @@ def prior_of(config, layout: Layout, state: PriorState) -> Prior:
 def save_prior(path, asset_id: str, config, prior: Prior, meta: dict | None = None) -> assets.Asset:
     """Writes `prior` as a shared asset for files of `config`'s family and architecture."""
     spec = registry.spec_of(config)
-    arch = getattr(config, "architecture", lambda: None)()
+    arch = registry.spec_of(config).asset_fields(config)
     record = {**(meta or {}), "model": spec.name, "architecture": arch}
     return assets.save(path, asset_id, asset_arrays(prior), record)
 
