@@ -276,6 +276,38 @@ def rd_engine() -> str:
                      f"rd vs {ANCHOR}", "encode time rd / fixed", "rd file bpp vs target"], out)
 
 
+REC_ROWS = "recombiner_carphone.jsonl"
+
+
+@table
+def recombiner() -> str:
+    """bench/README: issue 15's RECOMBINER curve on carphone (`nerva rd carphone --codecs recombiner ...`,
+    results/recombiner_carphone.jsonl) beside HNeRV's rate-distortion curve and x265-medium from
+    results/rd_engine_carphone.jsonl: each point's file bpp (the prior not counted) and PSNR, BD-rate of the curve
+    against both, mean encode time per point and decode frames/s, and the prior each point was coded with."""
+    if not (RESULTS / REC_ROWS).exists():
+        return ""
+    groups: dict[str, list[dict]] = {}
+    for name in (REC_ROWS, "rd_engine_carphone.jsonl"):
+        for r in by_key(name).values():
+            groups.setdefault(r["codec"], []).append(r)
+    anchor, hnerv = groups.get(ANCHOR, []), groups.get("hnerv+rd", [])
+    out = []
+    for codec in ("recombiner", "hnerv+rd", ANCHOR):
+        rows = sorted(groups.get(codec, []), key=lambda r: r["bpp"])
+        if not rows:
+            continue
+        prior = rows[0]["config"].get("prior")
+        points = ", ".join(f"{r['psnr']:.2f} @{r['bpp']:.4f}" for r in rows)
+        out.append([codec, points, _bd(anchor, rows) if codec != ANCHOR else "—",
+                    _bd(hnerv, rows) if codec == "recombiner" else "—",
+                    f"{sum(r['encode_s'] for r in rows) / len(rows):.0f}",
+                    f"{min(r['decode_fps'] for r in rows):.0f}",
+                    f"{prior} ({rows[0]['config']['prior_bytes'] / 1024:.0f} KiB)" if prior else "—"])
+    return markdown(["codec", "dB @ file bpp", f"BD-rate vs {ANCHOR}", "BD-rate vs hnerv+rd", "encode s / point",
+                     "decode fps (min)", "prior"], out)
+
+
 @table
 def rd_time() -> str:
     """bench/README: bench/rd_time.py's newest pair of rows per family and clip (results/rd_time_<clip>.jsonl):

@@ -83,3 +83,18 @@ def test_an_rd_sweep_codes_each_target_against_the_prior_and_records_it(files, t
     assert [r.preset.split(",")[0] for r in rows] == ["bpp=0.2", "bpp=0.3"]
     for r, target in zip(rows, (0.2, 0.3)):
         assert target * 0.9 < r.bpp <= target and r.config["prior"] == "tiny-prior"
+
+
+def test_without_prior_the_fit_takes_the_models_prior_learned_nearest_its_rate(tmp_path, monkeypatch):
+    from codec import assets
+    from inr import registry
+    from train.rec_cli import find_prior
+    for bpp in (0.05, 0.2):
+        assets.save(tmp_path / f"p{bpp}.npz", f"p{bpp}", {"rec/beta": np.ones(1)},
+                    {"model": "recombiner", "target_bpp": bpp})
+    assets.save(tmp_path / "other.npz", "other", {"x": np.ones(1)}, {"model": "nerv", "target_bpp": 0.15})
+    monkeypatch.setenv("NERVA_PRIORS", str(tmp_path))
+    spec = registry.get("recombiner")
+    assert find_prior(spec, None, 0.15).id == "p0.2"      # |log(0.2/0.15)| < |log(0.05/0.15)|
+    assert find_prior(spec, None, 0.04).id == "p0.05"
+    assert find_prior(spec, None, 0.09).id == "recombiner-0.1"   # the shipped prior is searched after these

@@ -41,19 +41,24 @@ def _fmix32(h: np.ndarray) -> np.ndarray:
     return h
 
 
+def _uvarint(buf: bytes, at: int) -> tuple[int, int]:
+    """(value, next offset) of the LEB128 uvarint at `at` (§1)."""
+    value, shift = 0, 0
+    while True:
+        b = buf[at]
+        value |= (b & 0x7F) << shift
+        at, shift = at + 1, shift + 7
+        if b < 0x80:
+            return value, at
+
+
 def test_a_decoder_from_the_spec_alone_regenerates_the_same_bits():
     data = (DIR / "recombiner.nerva").read_bytes()
     # §2: preamble, sections, CRC; the REC section is the last (kind 4)
     pos, sections = 7, []
     while pos < len(data) - 4:
         kind = data[pos]
-        length, shift, pos = 0, 0, pos + 1
-        while True:
-            b = data[pos]
-            length |= (b & 0x7F) << shift
-            pos, shift = pos + 1, shift + 7
-            if b < 0x80:
-                break
+        length, pos = _uvarint(data, pos + 1)
         sections.append((kind, data[pos:pos + length]))
         pos += length
     kind, body = sections[-1]
@@ -71,14 +76,7 @@ def test_a_decoder_from_the_spec_alone_regenerates_the_same_bits():
     digest = body[at:at + 32]
     seed, = struct.unpack_from("<I", body, at + 32)
     scale, = struct.unpack_from("<f", body, at + 36)
-    at += 40
-    blocks, shift = 0, 0
-    while True:
-        b = body[at]
-        blocks |= (b & 0x7F) << shift
-        at, shift = at + 1, shift + 7
-        if b < 0x80:
-            break
+    blocks, at = _uvarint(body, at + 40)
     indices = np.frombuffer(body[at:], "<u2")
     assert names == ["sample"] and asset_id == "recombiner-golden" and indices.size == blocks == GOLDEN["blocks"]
     prior = np.load(DIR / "recombiner-golden.npz", allow_pickle=False)
