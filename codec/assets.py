@@ -1,8 +1,8 @@
 """Shared assets: what a file needs besides its own bytes (a learned prior), named by id, identified by content.
 
-An asset is an .npz archive (NumPy's zip of .npy arrays, read with allow_pickle=False: no pickle anywhere)
-of float32 and int32 arrays keyed 'collection/path' plus one uint8 array 'meta', UTF-8 JSON with at least
-{"id": str, "model": family name}. Its digest is SHA-256 over the id, the meta record and every array's
+An asset is an .npz archive (NumPy's zip of .npy arrays) of float32 and int32 arrays keyed 'collection/path'
+plus one uint8 array 'meta', UTF-8 JSON with at least {"id": str, "model": family name}. The reader parses each
+array's header and reads its raw bytes, refusing any other dtype, so no Python object is ever deserialised. Its digest is SHA-256 over the id, the meta record and every array's
 key, dtype, shape and bytes in sorted key order, so it identifies the content whatever the zip's
 timestamps. A .nerva file names the asset it was coded with by id and digest (FORMAT.md §17); the
 reader looks for `<id>.npz` in the directories `search_path` lists and takes the one whose digest
