@@ -27,6 +27,7 @@ import numpy as np
 
 from codec import assets, rec
 from codec.bytesio import ByteReader, ByteWriter, FormatError
+from codec.params import flatten
 from inr import registry
 
 DIGEST_BYTES = 32
@@ -129,21 +130,13 @@ def asset_arrays(prior: Prior) -> dict:
     arrays = {"rec/mean": prior.mean, "rec/scale": prior.scale, "rec/kl": prior.kl,
               "rec/init_log_scale": prior.init_log_scale, "rec/beta": np.array([prior.beta], np.float32)}
     for name, tree in prior.shared.items():
-        for path, leaf in _flatten(tree):
+        for path, leaf in flatten(tree):
             arrays[f"{name}/{path}"] = np.asarray(leaf, np.float32)
     return arrays
 
 
-def _flatten(tree, prefix=""):
-    for k in sorted(tree):
-        v = tree[k]
-        if isinstance(v, dict):
-            yield from _flatten(v, f"{prefix}{k}/")
-        else:
-            yield prefix + k, v
-
-
-def _unflatten(flat: dict) -> dict:
+def nested(flat: dict) -> dict:
+    """{'a/b': x} -> {'a': {'b': x}}: an asset collection's arrays back as the tree codec.params.flatten laid out."""
     out: dict = {}
     for path, v in flat.items():
         node = out
@@ -180,12 +173,12 @@ def prior_of_asset(config, asset: assets.Asset) -> Prior:
     abstract = _abstract(config)
     for name in sorted(spec.asset_collections):
         got = asset.collection(name)
-        want = dict(_flatten(abstract[name]))
+        want = dict(flatten(abstract[name]))
         if set(got) != set(want) or any(got[p].shape != tuple(want[p].shape) for p in want):
             raise FormatError(f"prior {asset.id!r}: its collection {name!r} does not have the shapes the model needs")
         if not all(np.isfinite(a).all() for a in got.values()):
             raise FormatError(f"prior {asset.id!r}: collection {name!r} holds non-finite numbers")
-        shared[name] = _unflatten(got)
+        shared[name] = nested(got)
     return Prior(tables["mean"], tables["scale"], tables["kl"], tables["init_log_scale"], float(beta[0]), shared)
 
 

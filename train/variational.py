@@ -25,8 +25,9 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from codec import api, assets, rec
-from codec.samples import (Layout, Prior, RecSection, asset_arrays, decode_flat, layout_of, plan, prior_of_asset,
-                           split_flat)
+from codec.params import flatten
+from codec.samples import (Layout, Prior, RecSection, asset_arrays, decode_flat, layout_of, nested, plan,
+                           prior_of_asset, split_flat)
 from inr import registry
 from inr.errors import ConfigError, NervaError
 
@@ -416,12 +417,12 @@ def learn_prior(config, clips: np.ndarray, settings: PriorSettings, state: Prior
 
 
 def save_prior_state(path, state: PriorState, settings: PriorSettings, fingerprint: str) -> None:
-    """Writes prior learning's state after a round (atomically, an .npz without pickle) with what identifies the
+    """Writes prior learning's state after a round (atomically, as a codec.assets archive of plain arrays) with what identifies the
     run (`fingerprint`: the clips, config and settings), so that --resume never continues another run."""
     arrays = {"prior_mean": state.prior_mean, "prior_log_scale": state.prior_log_scale,
               "post/mean": state.params["post"]["mean"], "post/log_scale": state.params["post"]["log_scale"]}
     for name, tree in state.params["shared"].items():
-        for path_, leaf in _flat_items(tree):
+        for path_, leaf in flatten(tree):
             arrays[f"shared/{name}/{path_}"] = leaf
     arrays.update(opt_arrays(state.opt))
     meta = {"round": state.round, "beta": state.beta, "history": state.history, "fingerprint": fingerprint,
@@ -435,14 +436,7 @@ def load_prior_state(path, fingerprint: str) -> PriorState:
     if a.meta.get("fingerprint") != fingerprint:
         raise ConfigError(f"{path} is the checkpoint of another prior-learning run (other clips, model or "
                           "settings); remove it or run without --resume")
-    shared: dict = {}
-    for k, v in a.arrays.items():
-        if k.startswith("shared/"):
-            node = shared
-            *head, last = k.split("/")[1:]
-            for part in head:
-                node = node.setdefault(part, {})
-            node[last] = np.array(v)
+    shared = nested({k: np.array(v) for k, v in a.collection("shared").items()})
     params = {"post": {"mean": np.array(a.arrays["post/mean"]), "log_scale": np.array(a.arrays["post/log_scale"])},
               "shared": shared}
     return PriorState(int(a.meta["round"]), params, np.array(a.arrays["prior_mean"]),
@@ -459,13 +453,6 @@ def opt_leaves(arrays: dict) -> list | None:
     n = sum(1 for k in arrays if k.startswith("opt/"))
     return [np.array(arrays[f"opt/{i}"]) for i in range(n)] if n else None
 
-
-def _flat_items(tree, prefix=""):
-    for k in sorted(tree):
-        if isinstance(tree[k], dict):
-            yield from _flat_items(tree[k], f"{prefix}{k}/")
-        else:
-            yield prefix + k, tree[k]
 
 
 def prior_of(config, layout: Layout, state: PriorState) -> Prior:
