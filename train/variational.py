@@ -67,16 +67,16 @@ def initial_shared(config, key) -> dict:
 # The β-ELBO step
 
 
-def _loss(config, layout: Layout, post: dict, shared: dict, prior_mean, prior_log_scale, beta, fixed, coded,
-          frames, idx, key):
-    """(loss, (mse, kl bits per element)) of one clip's batch of frames `idx`."""
+def _loss(config, layout: Layout, post: dict, shared: dict, p_mean, p_scale, beta, fixed, coded, frames, idx, key):
+    """(loss, (mse, kl bits per element)) of one clip's batch of frames `idx`; p_mean, p_scale, beta: (N,), each
+    element's prior and price (gathered from the tables once per fit or round, not in every step)."""
     spec = registry.spec_of(config)
     scale = jnp.exp(post["log_scale"])
     eps = jax.random.normal(key, post["mean"].shape)
     flat = jnp.where(coded, fixed, post["mean"] + scale * eps)
     frames_hat = spec.render(config, variables_of(config, layout, flat, shared), idx)
     mse = jnp.mean(jnp.square(frames_hat - frames))
-    kl = rec.kl_bits(post["mean"], scale, prior_mean[layout.entry], jnp.exp(prior_log_scale)[layout.entry])
+    kl = rec.kl_bits(post["mean"], scale, p_mean, p_scale)
     kl = jnp.where(coded, 0.0, kl)
     pixels = config.geometry.pixels
     return mse + jnp.sum(beta * kl) / pixels, (mse, kl)
@@ -84,12 +84,12 @@ def _loss(config, layout: Layout, post: dict, shared: dict, prior_mean, prior_lo
 
 def make_posterior_step(config, layout: Layout, optimizer: optax.GradientTransformation) -> Callable:
     """A jitted step on one clip's posterior (the prior and shared network fixed):
-    (post, opt_state, frames (B,H,W,3), idx, key, beta (N,), fixed (N,), coded (N,), prior tables, shared)
-    -> (post, opt_state, mse, kl (N,))."""
-    def step(post, opt_state, frames, idx, key, beta, fixed, coded, prior_mean, prior_log_scale, shared):
+    (post, opt_state, frames (B,H,W,3), idx, key, beta per block (B,), block of each element (N,), fixed (N,),
+    coded (N,), each element's prior mean and scale (N,), shared) -> (post, opt_state, mse, kl (N,))."""
+    def step(post, opt_state, frames, idx, key, beta_block, block_of, fixed, coded, p_mean, p_scale, shared):
         grad_fn = jax.value_and_grad(_loss, argnums=2, has_aux=True)
-        (_, (mse, kl)), g = grad_fn(config, layout, post, shared, prior_mean, prior_log_scale, beta, fixed, coded,
-                                    frames, idx, key)
+        (_, (mse, kl)), g = grad_fn(config, layout, post, shared, p_mean, p_scale, beta_block[block_of], fixed,
+                                    coded, frames, idx, key)
         updates, opt_state = optimizer.update(g, opt_state, post)
         post = optax.apply_updates(post, updates)
         post = {"mean": post["mean"],
@@ -126,21 +126,20 @@ def mean_kl_per_entry(layout: Layout, kl: jax.Array) -> jax.Array:
 def make_prior_step(config, layout: Layout, optimizer: optax.GradientTransformation) -> Callable:
     """A jitted joint step over all training clips (same geometry): their posteriors and the shared network.
     (params {post: {mean, log_scale} (clips, N), shared}, opt_state, frames (clips, B, H, W, 3), idx (clips, B),
-    key, beta (scalar), prior tables) -> (params, opt_state, mse (clips,), kl (clips, N))."""
-    def clip_loss(post, shared, prior_mean, prior_log_scale, beta, frames, idx, key):
+    key, beta (scalar), each element's prior mean and scale (N,)) -> (params, opt_state, mse (clips,), kl (clips, N))."""
+    def clip_loss(post, shared, p_mean, p_scale, beta, frames, idx, key):
         n = post["mean"].shape[0]
-        return _loss(config, layout, post, shared, prior_mean, prior_log_scale, beta, jnp.zeros((n,)),
-                     jnp.zeros((n,), bool), frames, idx, key)
+        return _loss(config, layout, post, shared, p_mean, p_scale, beta, jnp.zeros((n,)), jnp.zeros((n,), bool),
+                     frames, idx, key)
 
-    def total(params, prior_mean, prior_log_scale, beta, frames, idx, keys):
+    def total(params, p_mean, p_scale, beta, frames, idx, keys):
         losses, (mse, kl) = jax.vmap(clip_loss, in_axes=(0, None, None, None, None, 0, 0, 0))(
-            params["post"], params["shared"], prior_mean, prior_log_scale, beta, frames, idx, keys)
+            params["post"], params["shared"], p_mean, p_scale, beta, frames, idx, keys)
         return jnp.sum(losses), (mse, kl)
 
-    def step(params, opt_state, frames, idx, key, beta, prior_mean, prior_log_scale):
+    def step(params, opt_state, frames, idx, key, beta, p_mean, p_scale):
         keys = jax.random.split(key, frames.shape[0])
-        (_, (mse, kl)), g = jax.value_and_grad(total, has_aux=True)(params, prior_mean, prior_log_scale, beta,
-                                                                    frames, idx, keys)
+        (_, (mse, kl)), g = jax.value_and_grad(total, has_aux=True)(params, p_mean, p_scale, beta, frames, idx, keys)
         updates, opt_state = optimizer.update(g, opt_state, params)
         params = optax.apply_updates(params, updates)
         post = params["post"]
@@ -259,7 +258,6 @@ def encode_clip(config, frames: np.ndarray, prior: Prior, blocks: int, settings:
     block_of[order] = np.repeat(np.arange(n_blocks), np.diff(starts))
     p_mean = prior.mean[layout.entry]
     p_scale = prior.scale[layout.entry]
-    p_log_scale = jnp.log(jnp.asarray(prior.scale))
     if state is None:
         state = EncodeState(-1, {"mean": p_mean.copy(), "log_scale": prior.init_log_scale[layout.entry].copy()},
                             np.full(n_blocks, prior.beta, np.float32), np.zeros(layout.n, bool),
@@ -270,6 +268,7 @@ def encode_clip(config, frames: np.ndarray, prior: Prior, blocks: int, settings:
     step = make_posterior_step(config, layout, optimizer)
     base = jax.random.key(s.seed)
     frames_dev = jnp.asarray(frames)
+    p_mean_dev, p_scale_dev, block_of_dev = jnp.asarray(p_mean), jnp.asarray(p_scale), jnp.asarray(block_of)
     total_steps = s.steps + (s.chunks - 1) * s.retune
 
     def run(n_steps: int):
@@ -280,8 +279,8 @@ def encode_clip(config, frames: np.ndarray, prior: Prior, blocks: int, settings:
             rng = np.random.default_rng([s.seed, state.done])
             idx = frame_batches(rng, config.geometry.frames, s.batch)
             post, opt_state, mse, kl = step(post, opt_state, frames_dev[idx], jnp.asarray(idx),
-                                            jax.random.fold_in(base, state.done), jnp.asarray(beta[block_of]),
-                                            fixed, coded, jnp.asarray(prior.mean), p_log_scale, prior.shared)
+                                            jax.random.fold_in(base, state.done), jnp.asarray(beta), block_of_dev,
+                                            fixed, coded, p_mean_dev, p_scale_dev, prior.shared)
             state.done += 1
             if state.done % BETA_EVERY == 0:
                 block_kl = np.bincount(block_of, weights=np.asarray(kl), minlength=n_blocks)
@@ -390,13 +389,14 @@ def learn_prior(config, clips: np.ndarray, settings: PriorSettings, state: Prior
         rng = np.random.default_rng([s.seed, r])
         key = jax.random.fold_in(jax.random.key(s.seed), r)
         opt_state = restored(optimizer.init(params), state.opt)
+        p_mean = jnp.asarray(state.prior_mean)[layout.entry]   # the prior is fixed within a round
+        p_scale = jnp.exp(jnp.asarray(state.prior_log_scale))[layout.entry]
         for i in range(s.steps):
             idx = np.stack([frame_batches(rng, config.geometry.frames, s.batch) for _ in range(clips.shape[0])])
             key, sub = jax.random.split(key)
             batch = jax.vmap(lambda c, i: c[i])(clips_dev, jnp.asarray(idx))
             params, opt_state, mse, kl = step(params, opt_state, batch, jnp.asarray(idx), sub,
-                                              jnp.float32(state.beta), jnp.asarray(state.prior_mean),
-                                              jnp.asarray(state.prior_log_scale))
+                                              jnp.float32(state.beta), p_mean, p_scale)
             if progress is not None:
                 progress(r * s.steps + i + 1, s.rounds * s.steps, float(jnp.mean(mse)))
         kl_clip = float(jnp.mean(jnp.sum(kl, axis=1)))
