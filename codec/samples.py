@@ -100,13 +100,21 @@ def plan(layout: Layout, kl_table: np.ndarray, seed: int, kl_scale: float) -> tu
     """(coding order (N,), block starts (B+1,)) of a clip: elements sorted by coding stage, shuffled within a
     stage by the shared hash, packed greedily into blocks of BLOCK_BITS of expected KL (the prior's table times
     `kl_scale`, in integer units). The decoder calls this with the file's seed and scale."""
+    order = coding_order(layout, seed)
+    return order, blocks_of(layout, kl_table, order, kl_scale)
+
+
+def coding_order(layout: Layout, seed: int) -> np.ndarray:
+    """Elements sorted by coding stage, within a stage by the seed's per-element hash (ties by element)."""
     keys = rec.element_keys(seed, np.arange(layout.n, dtype=np.uint32))
-    order = np.lexsort((keys, layout.stage)).astype(np.int64)
+    return np.lexsort((keys, layout.stage)).astype(np.int64)
+
+
+def blocks_of(layout: Layout, kl_table: np.ndarray, order: np.ndarray, kl_scale: float) -> np.ndarray:
+    """Block starts (B+1,) over `order`: greedy packing of the expected KL in integer units."""
     scaled = np.asarray(kl_table, np.float64)[layout.entry[order]] * np.float64(kl_scale)
     units = np.rint(scaled * KL_UNITS).astype(np.int64)
-    return order, rec.plan_blocks(units, rec.BLOCK_BITS * KL_UNITS, MAX_BLOCK_DIMS)
-
-
+    return rec.plan_blocks(units, rec.BLOCK_BITS * KL_UNITS, MAX_BLOCK_DIMS)
 
 
 def decode_flat(layout: Layout, prior: Prior, seed: int, kl_scale: float, indices: np.ndarray) -> np.ndarray:

@@ -26,8 +26,8 @@ from jax.flatten_util import ravel_pytree
 
 from codec import api, assets, rec
 from codec.params import flatten
-from codec.samples import (Layout, Prior, RecSection, asset_arrays, decode_flat, layout_of, nested, plan,
-                           prior_of_asset, split_flat)
+from codec.samples import (Layout, Prior, RecSection, asset_arrays, blocks_of, coding_order, decode_flat, layout_of,
+                           nested, plan, prior_of_asset, split_flat)
 from inr import registry
 from inr.errors import ConfigError, NervaError
 
@@ -212,10 +212,11 @@ class Coded:
 
 def scale_for_blocks(layout: Layout, kl_table: np.ndarray, seed: int, blocks: int) -> float:
     """The KL table's factor whose plan has about `blocks` blocks (bisection on its log; the count grows with it)."""
+    order = coding_order(layout, seed)   # the order does not depend on the factor: sorted once
     lo, hi = -30.0, 30.0
     for _ in range(40):
         mid = (lo + hi) / 2
-        if plan(layout, kl_table, seed, float(np.exp2(mid)))[1].size - 1 < blocks:
+        if blocks_of(layout, kl_table, order, float(np.exp2(mid))).size - 1 < blocks:
             lo = mid
         else:
             hi = mid
